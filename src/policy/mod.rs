@@ -1,0 +1,247 @@
+//! Policy: how the WeChat client judges a call (SPEC section 3, rules 1-4) and what a refused
+//! call gets (SPEC section 4). Pure decisions: no I/O, no clock, no tokio. Everything it needs
+//! is passed in; the proxy does the I/O and asks.
+
+use std::net::IpAddr;
+
+use crate::config::{AppConfig, Config};
+
+/// The mini program API a call stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    Request,
+    UploadFile,
+    DownloadFile,
+    /// `wx.connectSocket` (a WebSocket upgrade).
+    ConnectSocket,
+    /// `wx.createTCPSocket` (a CONNECT tunnel whose first bytes are not TLS).
+    Tcp,
+}
+
+impl Api {
+    /// The name used in errMsg (`request:fail ...`, `createSocketTask:fail ...`).
+    pub fn errmsg_name(self) -> &'static str {
+        match self {
+            Api::Request => "request",
+            Api::UploadFile => "uploadFile",
+            Api::DownloadFile => "downloadFile",
+            Api::ConnectSocket => "createSocketTask",
+            Api::Tcp => "createTCPSocket",
+        }
+    }
+
+    /// The name used in logs and the control API (`request`, `connectSocket`, `tcp`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Request => "request",
+            Api::UploadFile => "uploadFile",
+            Api::DownloadFile => "downloadFile",
+            Api::ConnectSocket => "connectSocket",
+            Api::Tcp => "tcp",
+        }
+    }
+
+    /// HTTP calls share the 10 request slots; sockets have their own 5.
+    pub fn is_http(self) -> bool {
+        matches!(self, Api::Request | Api::UploadFile | Api::DownloadFile)
+    }
+}
+
+/// Which row of the refusal table (SPEC section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    InvalidUrl,
+    DomainList,
+    ForbiddenHost,
+    TcpPort,
+    Appid,
+    Background,
+    Interrupted,
+    Concurrency,
+    Timeout,
+    Upstream,
+    Tls,
+    Charset,
+}
+
+impl Rule {
+    /// The `X-Wxsandbox-Rule` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::InvalidUrl => "invalid-url",
+            Rule::DomainList => "domain-list",
+            Rule::ForbiddenHost => "forbidden-host",
+            Rule::TcpPort => "tcp-port",
+            Rule::Appid => "appid",
+            Rule::Background => "background",
+            Rule::Interrupted => "interrupted",
+            Rule::Concurrency => "concurrency",
+            Rule::Timeout => "timeout",
+            Rule::Upstream => "upstream",
+            Rule::Tls => "tls",
+            Rule::Charset => "charset",
+        }
+    }
+}
+
+/// A refused call: everything the refusal answer of SPEC section 4 carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub errno: i64,
+    pub errmsg: String,
+    pub rule: Rule,
+    pub api: Api,
+    /// The URL as judged.
+    pub url: String,
+    /// Which list was searched and the nearest entry, or which check failed and how to fix it.
+    pub detail: String,
+}
+
+/// A Chromium-style network error, as the platform reports upstream failures
+/// (`-102:net::ERR_CONNECTION_REFUSED`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetError {
+    pub code: i32,
+    /// e.g. `ERR_CONNECTION_REFUSED`.
+    pub name: &'static str,
+    /// What happened and how to fix it.
+    pub detail: String,
+}
+
+impl Refusal {
+    // Constructors for the rows that are decided at run time (the proxy calls them).
+
+    /// 503/600003 `{api}:fail interrupted`, rule background: a call made in the background.
+    pub fn background(api: Api, url: &str) -> Refusal {
+        Refusal::new(503, 600003, format!("{}:fail interrupted", api.errmsg_name()), Rule::Background, api, url,
+            "the app instance is in the background; calls made in the background fail at once".to_owned())
+    }
+
+    /// 503/600003 `{api}:fail interrupted`, rule interrupted: in flight past the background grace.
+    pub fn interrupted(api: Api, url: &str, grace_ms: u64) -> Refusal {
+        Refusal::new(503, 600003, format!("{}:fail interrupted", api.errmsg_name()), Rule::Interrupted, api, url,
+            format!("the call was still in flight {grace_ms} ms after the app went to the background"))
+    }
+
+    /// 429/600007: the 11th HTTP call with `overflow: fail`.
+    pub fn concurrency(api: Api, url: &str, limit: usize) -> Refusal {
+        Refusal::new(429, 600007, format!("{}:fail exceed max task count", api.errmsg_name()), Rule::Concurrency, api, url,
+            format!("{limit} request/uploadFile/downloadFile calls are already in flight for this app instance"))
+    }
+
+    /// 429/600007: the 6th socket; `task_id` is the socket task number.
+    pub fn socket_concurrency(url: &str, task_id: u64, limit: usize) -> Refusal {
+        Refusal::new(429, 600007, format!("createSocketTask:fail wcwss taskID={task_id} exceed max concurrent count"),
+            Rule::Concurrency, Api::ConnectSocket, url,
+            format!("{limit} sockets are already open for this app instance"))
+    }
+
+    /// 504/5 `{api}:fail timeout`.
+    pub fn timeout(api: Api, url: &str, timeout_ms: u64) -> Refusal {
+        Refusal::new(504, 5, format!("{}:fail timeout", api.errmsg_name()), Rule::Timeout, api, url,
+            format!("no response within {timeout_ms} ms (time in the queue counts)"))
+    }
+
+    /// 502/600001 for a connection failure (rule upstream) or a TLS audit failure (rule tls).
+    pub fn net(api: Api, url: &str, rule: Rule, err: &NetError) -> Refusal {
+        Refusal::new(502, 600001, format!("{}:fail {}:net::{}", api.errmsg_name(), err.code, err.name), rule, api, url,
+            err.detail.clone())
+    }
+
+    /// 502/602302: a non-UTF-8 body that can't be converted.
+    pub fn charset(api: Api, url: &str, detail: String) -> Refusal {
+        Refusal::new(502, 602302, format!("{}:fail response data convert to UTF8 fail", api.errmsg_name()), Rule::Charset,
+            api, url, detail)
+    }
+
+    fn new(status: u16, errno: i64, errmsg: String, rule: Rule, api: Api, url: &str, detail: String) -> Refusal {
+        Refusal { status, errno, errmsg, rule, api, url: url.to_owned(), detail }
+    }
+}
+
+/// The verdict on a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Refuse(Refusal),
+}
+
+/// What the proxy knows about a call when it asks for a verdict.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// The client's address (the phone, simulator or browser).
+    pub client: IpAddr,
+    pub api: Api,
+    /// The URL as judged: `X-Wxsandbox-Url` when sent, else the reconstructed request URL
+    /// (`https://host/path` for a CONNECT to 443, `https://host:8443/path` otherwise;
+    /// `tcp://host:port` for a raw tunnel).
+    pub url: &'a str,
+    pub method: &'a str,
+}
+
+/// The run-time switches a verdict depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Switches {
+    pub skip_domain_check: bool,
+    pub lan_prefix: u8,
+}
+
+/// Rules 1-4 of SPEC section 3 for one call of one app.
+pub fn judge(app: &AppConfig, call: &Call<'_>, switches: Switches) -> Verdict {
+    let _ = (app, call, switches);
+    unimplemented!("policy::judge")
+}
+
+/// The CONNECT-level check: refuse a tunnel to `host:port` that is in none of the app's lists
+/// and not a LAN target (and never `api.weixin.qq.com`), so nothing is minted or relayed for it.
+/// Allows whatever a later per-request judgement could still allow.
+pub fn judge_connect(app: &AppConfig, client: IpAddr, host: &str, port: u16, switches: Switches) -> Verdict {
+    let _ = (app, client, host, port, switches);
+    unimplemented!("policy::judge_connect")
+}
+
+/// What the request carries that names its app (SPEC section 3, "Which app").
+#[derive(Debug, Clone, Copy)]
+pub struct AppHints<'a> {
+    /// The raw `Proxy-Authorization` header value (`Basic base64(user:pass)`).
+    pub proxy_authorization: Option<&'a str>,
+    /// `X-Wxsandbox-Appid`.
+    pub appid_header: Option<&'a str>,
+    /// `Referer` as sent by the client.
+    pub referer: Option<&'a str>,
+    pub client: IpAddr,
+}
+
+/// The app of a call, in SPEC order; `None` means 407 (see [`unknown_app`]).
+pub fn identify_app<'c>(config: &'c Config, hints: &AppHints<'_>) -> Option<&'c AppConfig> {
+    let _ = (config, hints);
+    unimplemented!("policy::identify_app")
+}
+
+/// 407/600000 `{api}:fail unknown appid`.
+pub fn unknown_app(api: Api, url: &str) -> Refusal {
+    let _ = (api, url);
+    unimplemented!("policy::unknown_app")
+}
+
+/// What the request carries that names its API (SPEC section 3, "Which API").
+#[derive(Debug, Clone, Copy)]
+pub struct ApiHints<'a> {
+    pub is_websocket_upgrade: bool,
+    /// `X-Wxsandbox-Api`.
+    pub api_header: Option<&'a str>,
+    pub method: &'a str,
+    pub content_type: Option<&'a str>,
+}
+
+/// The API a call stands for.
+pub fn detect_api(app: &AppConfig, hints: &ApiHints<'_>, url: &str) -> Api {
+    let _ = (app, hints, url);
+    unimplemented!("policy::detect_api")
+}
+
+/// `https://servicewechat.com/{appid}/{version}/page-frame.html`.
+pub fn referer(app: &AppConfig) -> String {
+    format!("https://servicewechat.com/{}/{}/page-frame.html", app.appid, app.version)
+}
