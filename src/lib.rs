@@ -12,6 +12,106 @@
 //! - [`control`]: the control API, dashboard and CA download on `control.listen`.
 //! - [`shutdown`]: one cancellation token and one task tracker for a bounded drain.
 
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod policy;
+pub mod proxy;
+pub mod shutdown;
+pub mod state;
+pub mod telemetry;
 pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::shutdown::Shutdown;
+use crate::state::Shared;
+use crate::tls::ca::{CaError, CertificateAuthority};
+use crate::tls::leaf::{LeafCache, DEFAULT_CAPACITY};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("CA: {0}")]
+    Ca(#[from] CaError),
+    #[error("upstream trust: {0}")]
+    Trust(#[from] tls::audit::AuditError),
+    #[error("can't listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("control.listen {0} is not a loopback address: set control.token (or --token) so that nobody else can flip switches")]
+    ControlWithoutToken(SocketAddr),
+}
+
+/// A running proxy: its bound addresses and the handle that stops it.
+#[derive(Debug)]
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub control_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+}
+
+impl Running {
+    /// Stop accepting, ask every connection to finish, and wait at most `grace`;
+    /// `false` when some were still running.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.shared.shutdown.trigger();
+        self.shared.shutdown.drain(grace).await
+    }
+}
+
+/// Make or load the CA, bind both ports and serve. Everything that can fail does so before any
+/// port is bound, except binding itself.
+///
+/// # Errors
+/// The CA can't be made or loaded, a trust file is bad, or a port can't be bound.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    if !config.control.listen.ip().is_loopback() && config.control.token.is_none() {
+        return Err(StartError::ControlWithoutToken(config.control.listen));
+    }
+    let ca = CertificateAuthority::load_or_create(&config.ca.dir)?;
+    let leaves = LeafCache::new(&ca, DEFAULT_CAPACITY)?;
+    let upstream = proxy::upstream::Upstream::new(&config.upstream)?;
+    let bind = |what: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { what, addr, source })
+    };
+    let proxy_listener = bind("proxy", config.proxy.listen).await?;
+    let control_listener = bind("control", config.control.listen).await?;
+    let proxy_addr = proxy_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "proxy",
+            addr: config.proxy.listen,
+            source,
+        })?;
+    let control_addr = control_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "control",
+            addr: config.control.listen,
+            source,
+        })?;
+    let shutdown = Shutdown::new();
+    let shared = Arc::new(Shared::new(config, ca, leaves, upstream, shutdown.clone()));
+    shutdown
+        .tracker
+        .spawn(proxy::serve(proxy_listener, shared.clone()));
+    shutdown
+        .tracker
+        .spawn(control::serve(control_listener, shared.clone()));
+    Ok(Running {
+        proxy_addr,
+        control_addr,
+        shared,
+    })
+}

@@ -1,1 +1,169 @@
-fn main() {}
+//! `wxsandbox`: thin entry point: arguments → logging → config (exit 64 when bad) → run.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use wxsandbox::cli::{Cli, Command, LogFormat, OutputFormat, RunArgs};
+use wxsandbox::config::{Config, ConfigError};
+use wxsandbox::shutdown::DRAIN_GRACE;
+use wxsandbox::tls::ca::{CaOrigin, CertificateAuthority};
+use wxsandbox::{telemetry, StartError};
+
+/// Exit status for a config the proxy can't run with (sysexits EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One crypto provider for the whole process: rustls' ring backend (rcgen uses ring too).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wxsandbox: can't start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        None => runtime.block_on(run(cli.run)),
+        Some(Command::Run(args)) => runtime.block_on(run(args)),
+        Some(Command::CheckConfig { config }) => check_config(config.as_deref()),
+        Some(Command::CheckCert {
+            url,
+            trust,
+            resolve,
+            format,
+        }) => runtime.block_on(check_cert(url, trust, resolve, format)),
+        Some(Command::Ca { dir, config }) => ca(dir.as_deref(), config.as_deref()),
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Config::load_default(),
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    telemetry::init(args.log_format);
+    let mut config = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wxsandbox: the config can't be used:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.proxy.listen = listen;
+    }
+    if let Some(control) = args.control {
+        config.control.listen = control;
+    }
+    if let Some(dir) = args.ca_dir {
+        config.ca.dir = dir;
+    }
+    if args.token.is_some() {
+        config.control.token = args.token;
+    }
+    if args.skip_domain_check {
+        config.sandbox.skip_domain_check = true;
+    }
+    let source = config.source.clone();
+    let running = match wxsandbox::start(config).await {
+        Ok(r) => r,
+        Err(
+            e @ (StartError::ControlWithoutToken(_) | StartError::Ca(_) | StartError::Trust(_)),
+        ) => {
+            eprintln!("wxsandbox: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) => {
+            eprintln!("wxsandbox: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ca = &running.shared.ca;
+    let message = format!(
+        "wxsandbox: proxy on {} (config {source}); dashboard http://{}/; CA {} (SHA-256 {}); \
+         phones: set the Wi-Fi proxy to this machine, port {}, then open http://wxsandbox.cert/",
+        running.proxy_addr,
+        running.control_addr,
+        ca.cert_path().display(),
+        ca.fingerprint_sha256(),
+        running.proxy_addr.port()
+    );
+    if args.log_format == LogFormat::Json {
+        tracing::info!(proxy = %running.proxy_addr, control = %running.control_addr, "{message}");
+    } else {
+        eprintln!("{message}");
+    }
+    wxsandbox::shutdown::signal().await;
+    tracing::info!("shutting down: draining in-flight calls");
+    if !running.shutdown(DRAIN_GRACE).await {
+        tracing::warn!(grace = ?DRAIN_GRACE, "some connections were still open after the drain grace");
+    }
+    ExitCode::SUCCESS
+}
+
+fn check_config(path: Option<&Path>) -> ExitCode {
+    match load_config(path) {
+        Ok(config) => {
+            println!("{}: ok ({} app(s))", config.source, config.apps.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ca(dir: Option<&Path>, config: Option<&Path>) -> ExitCode {
+    let result = (|| -> anyhow::Result<CertificateAuthority> {
+        let dir = match dir {
+            Some(dir) => dir.to_path_buf(),
+            None => {
+                load_config(config)
+                    .context("the config can't be used")?
+                    .ca
+                    .dir
+            }
+        };
+        Ok(CertificateAuthority::load_or_create(&dir)?)
+    })();
+    match result {
+        Ok(ca) => {
+            let origin = match ca.origin() {
+                CaOrigin::Generated => "generated now".to_owned(),
+                CaOrigin::Existing { key_kind } => format!("existing, key {key_kind}"),
+            };
+            println!("certificate: {}", ca.cert_path().display());
+            println!("key:         {} (0600)", ca.key_path().display());
+            println!("subject:     {}", ca.subject());
+            println!("origin:      {origin}");
+            println!("sha256:      {}", ca.fingerprint_sha256());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wxsandbox: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn check_cert(
+    url: String,
+    trust: Vec<std::path::PathBuf>,
+    resolve: Vec<String>,
+    format: OutputFormat,
+) -> ExitCode {
+    let _ = (url, trust, resolve, format);
+    eprintln!("wxsandbox: check-cert is not available in this build yet");
+    ExitCode::FAILURE
+}

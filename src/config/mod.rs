@@ -240,6 +240,10 @@ impl Config {
     ///
     /// # Errors
     /// Every finding of the validation.
+    pub fn load_default() -> Result<Config, ConfigError> {
+        unimplemented!()
+    }
+
     pub fn from_yaml_str(text: &str, source: &str) -> Result<Config, ConfigError> {
         let _ = (text, source);
         unimplemented!("config::from_yaml_str")

@@ -114,14 +114,31 @@ impl Refusal {
 
     /// 503/600003 `{api}:fail interrupted`, rule background: a call made in the background.
     pub fn background(api: Api, url: &str) -> Refusal {
-        Refusal::new(503, 600003, format!("{}:fail interrupted", api.errmsg_name()), Rule::Background, api, url,
-            "the app instance is in the background; calls made in the background fail at once".to_owned())
+        Refusal::new(
+            503,
+            600003,
+            format!("{}:fail interrupted", api.errmsg_name()),
+            Rule::Background,
+            api,
+            url,
+            "the app instance is in the background; calls made in the background fail at once"
+                .to_owned(),
+        )
     }
 
     /// 503/600003 `{api}:fail interrupted`, rule interrupted: in flight past the background grace.
     pub fn interrupted(api: Api, url: &str, grace_ms: u64) -> Refusal {
-        Refusal::new(503, 600003, format!("{}:fail interrupted", api.errmsg_name()), Rule::Interrupted, api, url,
-            format!("the call was still in flight {grace_ms} ms after the app went to the background"))
+        Refusal::new(
+            503,
+            600003,
+            format!("{}:fail interrupted", api.errmsg_name()),
+            Rule::Interrupted,
+            api,
+            url,
+            format!(
+                "the call was still in flight {grace_ms} ms after the app went to the background"
+            ),
+        )
     }
 
     /// 429/600007: the 11th HTTP call with `overflow: fail`.
@@ -132,31 +149,77 @@ impl Refusal {
 
     /// 429/600007: the 6th socket; `task_id` is the socket task number.
     pub fn socket_concurrency(url: &str, task_id: u64, limit: usize) -> Refusal {
-        Refusal::new(429, 600007, format!("createSocketTask:fail wcwss taskID={task_id} exceed max concurrent count"),
-            Rule::Concurrency, Api::ConnectSocket, url,
-            format!("{limit} sockets are already open for this app instance"))
+        Refusal::new(
+            429,
+            600007,
+            format!("createSocketTask:fail wcwss taskID={task_id} exceed max concurrent count"),
+            Rule::Concurrency,
+            Api::ConnectSocket,
+            url,
+            format!("{limit} sockets are already open for this app instance"),
+        )
     }
 
     /// 504/5 `{api}:fail timeout`.
     pub fn timeout(api: Api, url: &str, timeout_ms: u64) -> Refusal {
-        Refusal::new(504, 5, format!("{}:fail timeout", api.errmsg_name()), Rule::Timeout, api, url,
-            format!("no response within {timeout_ms} ms (time in the queue counts)"))
+        Refusal::new(
+            504,
+            5,
+            format!("{}:fail timeout", api.errmsg_name()),
+            Rule::Timeout,
+            api,
+            url,
+            format!("no response within {timeout_ms} ms (time in the queue counts)"),
+        )
     }
 
     /// 502/600001 for a connection failure (rule upstream) or a TLS audit failure (rule tls).
     pub fn net(api: Api, url: &str, rule: Rule, err: &NetError) -> Refusal {
-        Refusal::new(502, 600001, format!("{}:fail {}:net::{}", api.errmsg_name(), err.code, err.name), rule, api, url,
-            err.detail.clone())
+        Refusal::new(
+            502,
+            600001,
+            format!("{}:fail {}:net::{}", api.errmsg_name(), err.code, err.name),
+            rule,
+            api,
+            url,
+            err.detail.clone(),
+        )
     }
 
     /// 502/602302: a non-UTF-8 body that can't be converted.
     pub fn charset(api: Api, url: &str, detail: String) -> Refusal {
-        Refusal::new(502, 602302, format!("{}:fail response data convert to UTF8 fail", api.errmsg_name()), Rule::Charset,
-            api, url, detail)
+        Refusal::new(
+            502,
+            602302,
+            format!(
+                "{}:fail response data convert to UTF8 fail",
+                api.errmsg_name()
+            ),
+            Rule::Charset,
+            api,
+            url,
+            detail,
+        )
     }
 
-    fn new(status: u16, errno: i64, errmsg: String, rule: Rule, api: Api, url: &str, detail: String) -> Refusal {
-        Refusal { status, errno, errmsg, rule, api, url: url.to_owned(), detail }
+    fn new(
+        status: u16,
+        errno: i64,
+        errmsg: String,
+        rule: Rule,
+        api: Api,
+        url: &str,
+        detail: String,
+    ) -> Refusal {
+        Refusal {
+            status,
+            errno,
+            errmsg,
+            rule,
+            api,
+            url: url.to_owned(),
+            detail,
+        }
     }
 }
 
@@ -196,7 +259,13 @@ pub fn judge(app: &AppConfig, call: &Call<'_>, switches: Switches) -> Verdict {
 /// The CONNECT-level check: refuse a tunnel to `host:port` that is in none of the app's lists
 /// and not a LAN target (and never `api.weixin.qq.com`), so nothing is minted or relayed for it.
 /// Allows whatever a later per-request judgement could still allow.
-pub fn judge_connect(app: &AppConfig, client: IpAddr, host: &str, port: u16, switches: Switches) -> Verdict {
+pub fn judge_connect(
+    app: &AppConfig,
+    client: IpAddr,
+    host: &str,
+    port: u16,
+    switches: Switches,
+) -> Verdict {
     let _ = (app, client, host, port, switches);
     unimplemented!("policy::judge_connect")
 }
@@ -243,5 +312,20 @@ pub fn detect_api(app: &AppConfig, hints: &ApiHints<'_>, url: &str) -> Api {
 
 /// `https://servicewechat.com/{appid}/{version}/page-frame.html`.
 pub fn referer(app: &AppConfig) -> String {
-    format!("https://servicewechat.com/{}/{}/page-frame.html", app.appid, app.version)
+    format!(
+        "https://servicewechat.com/{}/{}/page-frame.html",
+        app.appid, app.version
+    )
+}
+
+impl Refusal {
+    /// The JSON body of SPEC section 4.
+    pub fn refusal_json(&self, appid: Option<&str>) -> String {
+        let _ = appid;
+        unimplemented!()
+    }
+    /// The errMsg as an ASCII header value (non-ASCII bytes percent-encoded).
+    pub fn errmsg_header(&self) -> String {
+        unimplemented!()
+    }
 }

@@ -10,7 +10,10 @@ pub const KEY_FILE: &str = "wxsandbox-ca.key";
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }

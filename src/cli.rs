@@ -1,0 +1,94 @@
+//! The command line of SPEC section 1. Every flag of `run` also reads an environment variable
+//! (`WXSANDBOX_CONFIG`, `WXSANDBOX_LISTEN`, ...) so docker-compose can set it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wxsandbox",
+    version,
+    about = "The WeChat mini program network sandbox, as a local HTTPS/WSS proxy"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `run`, which is the default command.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default).
+    Run(RunArgs),
+    /// Judge a config as the admin console would; exit 1 on errors.
+    CheckConfig {
+        /// The config file (default: config/wxsandbox.yaml, else the built-in one).
+        #[arg(short = 'c', long = "config", env = "WXSANDBOX_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Audit a server's TLS as strictly as iOS does; exit 1 on failure.
+    CheckCert {
+        /// https://host[:port]/
+        url: String,
+        /// Extra PEM CA file to trust (repeatable).
+        #[arg(long = "trust")]
+        trust: Vec<PathBuf>,
+        /// Connect to ADDR for HOST (HOST=IP:PORT), like curl's --resolve.
+        #[arg(long = "resolve")]
+        resolve: Vec<String>,
+        /// Output format.
+        #[arg(long = "format", value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Make the CA if missing; print its paths and SHA-256 fingerprint.
+    Ca {
+        /// The CA directory (default: ca.dir of the config).
+        #[arg(long = "dir", env = "WXSANDBOX_CA_DIR")]
+        dir: Option<PathBuf>,
+        #[arg(short = 'c', long = "config", env = "WXSANDBOX_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// The config file (default: config/wxsandbox.yaml, else the built-in one).
+    #[arg(short = 'c', long = "config", env = "WXSANDBOX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Proxy address (overrides proxy.listen).
+    #[arg(long = "listen", env = "WXSANDBOX_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Control API and dashboard address (overrides control.listen).
+    #[arg(long = "control", env = "WXSANDBOX_CONTROL")]
+    pub control: Option<SocketAddr>,
+    /// Skip the domain lists and the TLS audit, like the devtools' debug switch.
+    #[arg(long = "skip-domain-check", env = "WXSANDBOX_SKIP_DOMAIN_CHECK")]
+    pub skip_domain_check: bool,
+    /// Log format.
+    #[arg(long = "log-format", value_enum, env = "WXSANDBOX_LOG_FORMAT", default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    /// CA directory (overrides ca.dir).
+    #[arg(long = "ca-dir", env = "WXSANDBOX_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// Control API token (overrides control.token).
+    #[arg(long = "token", env = "WXSANDBOX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}

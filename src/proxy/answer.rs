@@ -1,0 +1,52 @@
+//! Answers the proxy makes itself: the refusal of SPEC section 4, and plain error statuses.
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
+
+use crate::policy::Refusal;
+use crate::proxy::body::{full, Body};
+
+/// The refusal answer: status, `X-Wxsandbox-Errno/Errmsg/Rule`, JSON body; CORS headers when the
+/// request had an `Origin`, so a page can read why.
+pub fn refusal(
+    refusal: &Refusal,
+    appid: Option<&str>,
+    origin: Option<&HeaderValue>,
+) -> Response<Body> {
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
+    let mut builder = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .header("x-wxsandbox-errno", refusal.errno.to_string())
+        .header("x-wxsandbox-rule", refusal.rule.as_str());
+    if let Ok(errmsg) = HeaderValue::from_str(&refusal.errmsg_header()) {
+        builder = builder.header("x-wxsandbox-errmsg", errmsg);
+    }
+    if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+        builder = builder.header("proxy-authenticate", "Basic realm=\"wxsandbox appid\"");
+    }
+    if let Some(origin) = origin {
+        builder = builder
+            .header("access-control-allow-origin", origin.clone())
+            .header(
+                "access-control-expose-headers",
+                "X-Wxsandbox-Errno, X-Wxsandbox-Errmsg, X-Wxsandbox-Rule",
+            )
+            .header("vary", "Origin");
+    }
+    let body = refusal.refusal_json(appid);
+    builder
+        .body(full(body))
+        .unwrap_or_else(|_| status_only(StatusCode::INTERNAL_SERVER_ERROR, "bad refusal"))
+}
+
+/// A plain-text answer for what is not a sandbox verdict (a malformed request, a bad CONNECT).
+pub fn status_only(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = Response::new(full(format!("{message}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

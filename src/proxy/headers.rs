@@ -1,0 +1,148 @@
+//! Header hygiene between client and upstream: hop-by-hop headers (RFC 9110 §7.6.1), our own
+//! `X-Wxsandbox-*` headers, proxy credentials, and HTTP/2 → HTTP/1.1 cookie joining.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that belong to one hop and never pass the proxy.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Prefix of the headers a client uses to talk to the sandbox; never forwarded.
+pub const SANDBOX_PREFIX: &str = "x-wxsandbox-";
+
+/// Remove hop-by-hop headers, plus every header that `Connection` names. `Upgrade` is kept only
+/// for a WebSocket handshake (`keep_upgrade`), with `Connection: upgrade` restored.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Remove every `X-Wxsandbox-*` header.
+pub fn strip_sandbox_headers(headers: &mut HeaderMap) {
+    let ours: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(SANDBOX_PREFIX))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
+}
+
+/// HTTP/2 allows several `cookie` fields; HTTP/1.1 servers expect one, joined with "; ".
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let values: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if values.len() < 2 {
+        return;
+    }
+    let joined = values.join(&b"; "[..]);
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// A header as a string, when it is one.
+pub fn get_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Is this request a WebSocket handshake (`Upgrade: websocket` with `Connection: upgrade`)?
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade = get_str(headers, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let connection = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    upgrade && connection
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_named_and_standard_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-custom"),
+        );
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            "proxy-authorization",
+            HeaderValue::from_static("Basic eA=="),
+        );
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.get("x-kept").unwrap(), "yes");
+    }
+
+    #[test]
+    fn keeps_upgrade_for_websocket() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert!(is_websocket_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn strips_sandbox_headers_only() {
+        let mut h = HeaderMap::new();
+        h.insert("x-wxsandbox-appid", HeaderValue::from_static("wx"));
+        h.insert("x-wxsandbox-url", HeaderValue::from_static("u"));
+        h.insert("x-other", HeaderValue::from_static("o"));
+        strip_sandbox_headers(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn joins_h2_cookies() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        h.append("cookie", HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h.get("cookie").unwrap(), "a=1; b=2");
+    }
+}

@@ -1,0 +1,58 @@
+//! What every connection and the control API share: the validated config, the CA and leaf cache,
+//! the upstream clients, the run-time switches, and the shutdown handle.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::Config;
+use crate::policy::Switches;
+use crate::proxy::upstream::Upstream;
+use crate::shutdown::Shutdown;
+use crate::tls::ca::CertificateAuthority;
+use crate::tls::leaf::LeafCache;
+
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub ca: CertificateAuthority,
+    pub leaves: LeafCache,
+    pub upstream: Upstream,
+    pub shutdown: Shutdown,
+    skip_domain_check: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(
+        config: Config,
+        ca: CertificateAuthority,
+        leaves: LeafCache,
+        upstream: Upstream,
+        shutdown: Shutdown,
+    ) -> Self {
+        let skip = config.sandbox.skip_domain_check;
+        Shared {
+            config,
+            ca,
+            leaves,
+            upstream,
+            shutdown,
+            skip_domain_check: AtomicBool::new(skip),
+        }
+    }
+
+    /// The "skip domain check" switch (rules 3-4 and the TLS audit), flippable at run time.
+    pub fn skip_domain_check(&self) -> bool {
+        self.skip_domain_check.load(Ordering::Relaxed)
+    }
+
+    pub fn set_skip_domain_check(&self, enabled: bool) {
+        self.skip_domain_check.store(enabled, Ordering::Relaxed);
+    }
+
+    /// The switches a verdict depends on, read once per call.
+    pub fn switches(&self) -> Switches {
+        Switches {
+            skip_domain_check: self.skip_domain_check(),
+            lan_prefix: self.config.sandbox.lan_prefix,
+        }
+    }
+}
