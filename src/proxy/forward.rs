@@ -131,14 +131,11 @@ async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
         Ok(a) => a,
         Err(response) => return response,
     };
-    let uri = match target.upstream_uri() {
-        Ok(uri) => uri,
-        Err(_) => {
-            return answer::status_only(
-                StatusCode::BAD_REQUEST,
-                "the request URL can't be forwarded",
-            )
-        }
+    let Ok(uri) = target.upstream_uri() else {
+        return answer::status_only(
+            StatusCode::BAD_REQUEST,
+            "the request URL can't be forwarded",
+        );
     };
     prepare_upstream_request(&mut req, admitted.app, uri, websocket);
     let strict = !conn.shared.skip_domain_check();
