@@ -1,0 +1,398 @@
+//! Test helpers: a test CA made at test time, HTTPS/WSS backends on 127.0.0.1:0 that record what
+//! they saw, a proxy started from inline YAML, and clients that go through it.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use wxsandbox::config::Config;
+use wxsandbox::Running;
+
+pub const APPID: &str = "wx0123456789abcdef";
+pub const OTHER_APPID: &str = "wxfedcba9876543210";
+/// The host name the backend's certificate names; `upstream.map` sends it to the backend.
+pub const API_HOST: &str = "api.example.com";
+pub const WS_HOST: &str = "ws.example.com";
+/// Every loop and wait in tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn init_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if std::env::var("TEST_LOG").is_ok() {
+            wxsandbox::telemetry::init(wxsandbox::cli::LogFormat::Pretty);
+        }
+    });
+}
+
+/// A CA made at test time, for backends.
+pub struct TestCa {
+    pub cert_pem: String,
+    pub issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(365);
+        let cert = p.self_signed(&key).unwrap();
+        TestCa { cert_pem: cert.pem(), issuer: Issuer::new(p, key) }
+    }
+
+    /// A rustls server config with a leaf for `names`, signed by this CA.
+    pub fn server_config(&self, names: &[&str], alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, names[0]);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(90);
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        let chain = vec![cert.der().clone()];
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
+    pub fn write(&self, dir: &std::path::Path) -> PathBuf {
+        let path = dir.join("test-upstream-ca.pem");
+        std::fs::write(&path, &self.cert_pem).unwrap();
+        path
+    }
+}
+
+/// What a backend saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+}
+
+/// An HTTPS (or plain HTTP) backend on 127.0.0.1:0.
+///
+/// Routes: `/echo` (the request body back), `/bytes/N` (N bytes of a fixed pattern),
+/// `/slow/MS` (answers after MS ms), `/ws` (WebSocket echo), anything else 200 "ok".
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub stop: CancellationToken,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Backend {
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+pub async fn start_backend(tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let (seen2, stop2) = (seen.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = stop2.cancelled() => break,
+                r = listener.accept() => match r { Ok(a) => a, Err(_) => continue },
+            };
+            let _ = stream.set_nodelay(true);
+            let seen = seen2.clone();
+            let tls = tls.clone();
+            let stop = stop2.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| backend_route(req, seen.clone()));
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match tls {
+                    Some(cfg) => {
+                        let Ok(tls) = tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await else { return };
+                        tokio::select! {
+                            _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc) => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    }
+                    None => {
+                        tokio::select! {
+                            _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc) => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Backend { addr, seen, stop }
+}
+
+type BBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+fn full_body(b: impl Into<Bytes>) -> BBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// The byte at offset `i` of `/bytes/N`.
+pub fn pattern(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+async fn backend_route(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Result<Response<BBody>, hyper::Error> {
+    seen.lock().unwrap().push(Seen {
+        method: req.method().to_string(),
+        path: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        version: req.version(),
+        headers: req.headers().clone(),
+    });
+    let path = req.uri().path().to_owned();
+    if path == "/ws" {
+        return Ok(ws_echo(&mut req));
+    }
+    if path == "/echo" {
+        let (parts, body) = req.into_parts();
+        let mut resp = Response::new(body.boxed());
+        if let Some(ct) = parts.headers.get("content-type") {
+            resp.headers_mut().insert("content-type", ct.clone());
+        }
+        return Ok(resp);
+    }
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: usize = n.parse().unwrap_or(0);
+        // Streamed in 64 KiB frames, never one buffer.
+        let chunks = (0..n).step_by(64 * 1024).map(move |start| {
+            let end = (start + 64 * 1024).min(n);
+            Ok::<_, hyper::Error>(Frame::data(Bytes::from((start..end).map(pattern).collect::<Vec<u8>>())))
+        });
+        let body = StreamBody::new(futures_util::stream::iter(chunks));
+        let mut resp = Response::new(BodyExt::boxed(body));
+        resp.headers_mut().insert("content-length", n.into());
+        return Ok(resp);
+    }
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        let ms: u64 = ms.parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return Ok(Response::new(full_body("slow ok")));
+    }
+    if path == "/status/418" {
+        let mut r = Response::new(full_body("teapot"));
+        *r.status_mut() = StatusCode::IM_A_TEAPOT;
+        return Ok(r);
+    }
+    Ok(Response::new(full_body("ok")))
+}
+
+/// Answer a WebSocket handshake and echo every message (text, binary, ping → pong by tungstenite,
+/// close code echoed).
+fn ws_echo(req: &mut Request<Incoming>) -> Response<BBody> {
+    let key = req.headers().get("sec-websocket-key").cloned();
+    let Some(key) = key else {
+        let mut r = Response::new(full_body("not a websocket"));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return r;
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(up) = on_upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(up),
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            use tokio_tungstenite::tungstenite::Message;
+            match msg {
+                Message::Text(_) | Message::Binary(_) => {
+                    if ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Close(frame) => {
+                    let _ = ws.close(frame).await;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header("sec-websocket-accept", accept)
+        .body(full_body(Bytes::new()))
+        .unwrap()
+}
+
+/// A running proxy with its temp dir (CA, config) and the test CA its upstream trusts.
+pub struct TestProxy {
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+    pub ca_pem: String,
+}
+
+impl TestProxy {
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.running.proxy_addr)
+    }
+    pub fn control_url(&self) -> String {
+        format!("http://{}", self.running.control_addr)
+    }
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.running.shared.shutdown.trigger();
+    }
+}
+
+/// The YAML of a proxy on 127.0.0.1:0 whose CA lives in `dir/ca`, trusting `trust`, with `rest`
+/// appended (apps, map...).
+pub fn base_yaml(dir: &std::path::Path, trust: &std::path::Path, map: &[(&str, String)], rest: &str) -> String {
+    let mut y = format!(
+        "proxy: {{listen: 127.0.0.1:0, clients: [127.0.0.0/8]}}\ncontrol: {{listen: 127.0.0.1:0}}\nca: {{dir: {}}}\nupstream:\n  trust: [{}]\n",
+        dir.join("ca").display(),
+        trust.display()
+    );
+    if map.is_empty() {
+        y.push_str("  map: {}\n");
+    } else {
+        y.push_str("  map:\n");
+        for (host, to) in map {
+            y.push_str(&format!("    {host}: {to}\n"));
+        }
+    }
+    y.push_str(rest);
+    y
+}
+
+/// One app with `api.example.com` in request/upload/download and `ws.example.com` in socket.
+pub fn one_app() -> String {
+    format!(
+        "apps:\n  - appid: {APPID}\n    version: devtools\n    domains:\n      request: [https://{API_HOST}]\n      socket: [wss://{WS_HOST}]\n      uploadFile: [https://{API_HOST}]\n      downloadFile: [https://{API_HOST}]\n"
+    )
+}
+
+pub async fn start_proxy_yaml(yaml: String, dir: tempfile::TempDir, ca: &TestCa) -> TestProxy {
+    init_crypto();
+    let config = Config::from_yaml_str(&yaml, "test.yaml").unwrap_or_else(|e| panic!("test config:\n{e}\n{yaml}"));
+    let running = wxsandbox::start(config).await.unwrap();
+    let ca_pem = std::fs::read_to_string(dir.path().join("ca").join("wxsandbox-ca.pem")).unwrap();
+    let _ = ca;
+    TestProxy { running, dir, ca_pem }
+}
+
+/// The common set-up: a test CA, an HTTPS backend for api/ws.example.com, a proxy mapping both
+/// names to it, with `apps` YAML (default [`one_app`]).
+pub async fn setup(apps: Option<String>) -> (TestProxy, Backend, TestCa) {
+    init_crypto();
+    let ca = TestCa::new("wxsandbox test upstream CA");
+    let backend = start_backend(Some(ca.server_config(&[API_HOST, WS_HOST], &[b"h2", b"http/1.1"]))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let trust = ca.write(dir.path());
+    let to = format!("127.0.0.1:{}", backend.addr.port());
+    let yaml = base_yaml(dir.path(), &trust, &[(API_HOST, to.clone()), (WS_HOST, to)], &apps.unwrap_or_else(one_app));
+    let proxy = start_proxy_yaml(yaml, dir, &ca).await;
+    (proxy, backend, ca)
+}
+
+/// A reqwest client through the proxy, trusting only the proxy's CA.
+pub fn client(proxy: &TestProxy) -> reqwest::Client {
+    client_builder(proxy).build().unwrap()
+}
+
+pub fn client_builder(proxy: &TestProxy) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.proxy_url()).unwrap())
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(proxy.ca_pem.as_bytes()).unwrap())
+        .timeout(WAIT)
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(bytes);
+    format!("{:x}", h.finalize())
+}
+
+/// Open a CONNECT tunnel by hand; returns the stream after the proxy's answer head, and that head.
+pub async fn connect_tunnel(proxy: SocketAddr, authority: &str, extra_headers: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{extra_headers}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    (s, head)
+}
+
+/// Read an HTTP response head byte by byte (bounded), leaving the body in the stream.
+pub async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+        match tokio::time::timeout(WAIT, s.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A TLS client config trusting only `ca_pem`, with ALPN `alpn`.
+pub fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
+}
