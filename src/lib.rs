@@ -12,9 +12,11 @@
 //! - [`control`]: the control API, dashboard and CA download on `control.listen`.
 //! - [`shutdown`]: one cancellation token and one task tracker for a bounded drain.
 
+pub mod calllog;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod instances;
 pub mod policy;
 pub mod proxy;
 pub mod shutdown;

@@ -3,7 +3,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::calllog::CallLog;
 use crate::config::Config;
+use crate::instances::Instances;
 use crate::policy::Switches;
 use crate::proxy::upstream::Upstream;
 use crate::shutdown::Shutdown;
@@ -17,6 +19,8 @@ pub struct Shared {
     pub leaves: LeafCache,
     pub upstream: Upstream,
     pub shutdown: Shutdown,
+    pub instances: Instances,
+    pub log: CallLog,
     skip_domain_check: AtomicBool,
 }
 
@@ -30,6 +34,8 @@ impl Shared {
     ) -> Self {
         let skip = config.sandbox.skip_domain_check;
         Shared {
+            instances: Instances::new(&config),
+            log: CallLog::new(crate::calllog::DEFAULT_CAPACITY),
             config,
             ca,
             leaves,

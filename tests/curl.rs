@@ -11,7 +11,11 @@ async fn curl(args: &[&str]) -> (i32, Vec<u8>, String) {
         .await
         .expect("curl timed out")
         .expect("curl must be installed (apt-get install -y curl)");
-    (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -20,8 +24,15 @@ async fn curl_get_and_post_with_expect_100_continue() {
     let ca = proxy.ca_dir().join("wxsandbox-ca.pem");
     let ca = ca.to_str().unwrap();
     let proxy_url = proxy.proxy_url();
-    let (code, body, err) =
-        curl(&["-sS", "-x", &proxy_url, "--cacert", ca, &format!("https://{API_HOST}/bytes/1024")]).await;
+    let (code, body, err) = curl(&[
+        "-sS",
+        "-x",
+        &proxy_url,
+        "--cacert",
+        ca,
+        &format!("https://{API_HOST}/bytes/1024"),
+    ])
+    .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(body, (0..1024).map(pattern).collect::<Vec<u8>>());
 
@@ -51,7 +62,10 @@ async fn curl_get_and_post_with_expect_100_continue() {
     assert_eq!(sha256(&body), sha256(&upload));
     let seen = backend.seen();
     let post = seen.iter().find(|s| s.path == "/echo").unwrap();
-    assert!(post.headers.get("expect").is_none(), "Expect is answered by the proxy, not forwarded");
+    assert!(
+        post.headers.get("expect").is_none(),
+        "Expect is answered by the proxy, not forwarded"
+    );
 
     // Without the proxy's CA, curl refuses the proxy's leaf: proof that it really re-signs.
     let (code, _, _) = curl(&["-sS", "-x", &proxy_url, &format!("https://{API_HOST}/")]).await;

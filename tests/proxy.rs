@@ -36,7 +36,12 @@ async fn https_get_and_post_bodies_are_byte_exact() {
         assert_eq!(sha256(&body), sha256(&expected), "GET of {size} bytes");
 
         let upload: Vec<u8> = (0..size).map(|i| (i * 7 % 256) as u8).collect();
-        let got = c.post(api("/echo")).body(upload.clone()).send().await.unwrap();
+        let got = c
+            .post(api("/echo"))
+            .body(upload.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(got.status(), 200);
         let body = got.bytes().await.unwrap();
         assert_eq!(sha256(&body), sha256(&upload), "POST of {size} bytes");
@@ -49,7 +54,11 @@ async fn http2_to_the_client_inside_connect() {
     let (proxy, backend, _ca) = setup(None).await;
     let c = client(&proxy);
     let got = c.get(api("/hello")).send().await.unwrap();
-    assert_eq!(got.version(), http::Version::HTTP_2, "ALPN on the intercepted TLS should pick h2");
+    assert_eq!(
+        got.version(),
+        http::Version::HTTP_2,
+        "ALPN on the intercepted TLS should pick h2"
+    );
     assert_eq!(got.text().await.unwrap(), "ok");
     // And HTTP/1.1 when the client asks only for it.
     let c1 = client_builder(&proxy).http1_only().build().unwrap();
@@ -62,13 +71,16 @@ async fn http2_to_the_client_inside_connect() {
 #[tokio::test]
 async fn two_hundred_requests_on_one_keep_alive_connection() {
     let (proxy, backend, _ca) = setup(None).await;
-    let (tcp, head) = connect_tunnel(proxy.running.proxy_addr, &format!("{API_HOST}:443"), "").await;
+    let (tcp, head) =
+        connect_tunnel(proxy.running.proxy_addr, &format!("{API_HOST}:443"), "").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let tls = tokio_rustls::TlsConnector::from(tls_client(&proxy.ca_pem, &[b"http/1.1"]))
         .connect(API_HOST.try_into().unwrap(), tcp)
         .await
         .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     for i in 0..200 {
         let req = http::Request::get(format!("/n/{i}"))
@@ -95,7 +107,9 @@ async fn wss_through_proxy(
         .connect(WS_HOST.try_into().unwrap(), tcp)
         .await
         .unwrap();
-    let (ws, response) = tokio_tungstenite::client_async(format!("wss://{WS_HOST}{path}"), tls).await.unwrap();
+    let (ws, response) = tokio_tungstenite::client_async(format!("wss://{WS_HOST}{path}"), tls)
+        .await
+        .unwrap();
     assert_eq!(response.status(), 101);
     ws
 }
@@ -113,7 +127,11 @@ async fn wss_echo_keeps_order_types_and_close_code() {
         ws.send(msg).await.unwrap();
     }
     for i in 0..100 {
-        let got = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+        let got = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if i % 2 == 0 {
             assert_eq!(got, Message::Text(format!("text {i}").into()));
         } else {
@@ -121,13 +139,26 @@ async fn wss_echo_keeps_order_types_and_close_code() {
         }
     }
     // A ping is answered (by the backend, relayed back as a pong).
-    ws.send(Message::Ping(Bytes::from_static(b"p1"))).await.unwrap();
-    let pong = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(pong, Message::Pong(Bytes::from_static(b"p1")));
-    ws.send(Message::Close(Some(CloseFrame { code: CloseCode::Library(4001), reason: "bye".into() })))
+    ws.send(Message::Ping(Bytes::from_static(b"p1")))
         .await
         .unwrap();
-    let close = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    let pong = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong, Message::Pong(Bytes::from_static(b"p1")));
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Library(4001),
+        reason: "bye".into(),
+    })))
+    .await
+    .unwrap();
+    let close = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     match close {
         Message::Close(Some(frame)) => {
             assert_eq!(frame.code, CloseCode::Library(4001));
@@ -135,7 +166,11 @@ async fn wss_echo_keeps_order_types_and_close_code() {
         }
         other => panic!("expected the echoed close frame, got {other:?}"),
     }
-    let handshake = backend.seen().into_iter().find(|s| s.path == "/ws").unwrap();
+    let handshake = backend
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/ws")
+        .unwrap();
     assert_eq!(
         handshake.headers.get("referer").unwrap(),
         &format!("https://servicewechat.com/{APPID}/devtools/page-frame.html")
@@ -161,8 +196,14 @@ async fn raw_tcp_tunnel_relays_bytes() {
     let ca = TestCa::new("unused");
     let dir = tempfile::tempdir().unwrap();
     let trust = ca.write(dir.path());
-    let apps = format!("apps:\n  - appid: {APPID}\n    domains:\n      tcp: [tcp.example.com:7000]\n");
-    let yaml = base_yaml(dir.path(), &trust, &[("tcp.example.com", format!("127.0.0.1:{echo_port}"))], &apps);
+    let apps =
+        format!("apps:\n  - appid: {APPID}\n    domains:\n      tcp: [tcp.example.com:7000]\n");
+    let yaml = base_yaml(
+        dir.path(),
+        &trust,
+        &[("tcp.example.com", format!("127.0.0.1:{echo_port}"))],
+        &apps,
+    );
     let proxy = start_proxy_yaml(yaml, dir, &ca).await;
     let (mut s, head) = connect_tunnel(proxy.running.proxy_addr, "tcp.example.com:7000", "").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -170,7 +211,10 @@ async fn raw_tcp_tunnel_relays_bytes() {
         let msg = vec![round; 100 + round as usize];
         s.write_all(&msg).await.unwrap();
         let mut got = vec![0u8; msg.len()];
-        tokio::time::timeout(WAIT, s.read_exact(&mut got)).await.unwrap().unwrap();
+        tokio::time::timeout(WAIT, s.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got, msg);
     }
 }
@@ -185,7 +229,10 @@ async fn plain_http_forwarding_in_absolute_form() {
     let trust = ca.write(dir.path());
     let yaml = base_yaml(dir.path(), &trust, &[], &one_app());
     let proxy = start_proxy_yaml(yaml, dir, &ca).await;
-    let c = client_builder(&proxy).local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))).build().unwrap();
+    let c = client_builder(&proxy)
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
+        .build()
+        .unwrap();
     let url = format!("http://127.0.0.1:{}/echo", backend.addr.port());
     let got = c.post(&url).body("plain body").send().await.unwrap();
     assert_eq!(got.status(), 200);
@@ -193,14 +240,18 @@ async fn plain_http_forwarding_in_absolute_form() {
     let seen = backend.seen();
     assert_eq!(seen.len(), 1);
     assert!(seen[0].headers.get("proxy-connection").is_none());
-    assert_eq!(seen[0].headers.get("host").unwrap(), &format!("127.0.0.1:{}", backend.addr.port()));
+    assert_eq!(
+        seen[0].headers.get("host").unwrap(),
+        &format!("127.0.0.1:{}", backend.addr.port())
+    );
 }
 
 #[tokio::test]
 async fn leaf_names_the_host_and_chains_to_the_ca() {
     let (proxy, _backend, _ca) = setup(None).await;
     for host in [API_HOST, WS_HOST] {
-        let (tcp, head) = connect_tunnel(proxy.running.proxy_addr, &format!("{host}:443"), "").await;
+        let (tcp, head) =
+            connect_tunnel(proxy.running.proxy_addr, &format!("{host}:443"), "").await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         // The client trusts only the proxy's CA: the handshake itself proves the chain and name.
         let tls = tokio_rustls::TlsConnector::from(tls_client(&proxy.ca_pem, &[b"http/1.1"]))
@@ -210,9 +261,15 @@ async fn leaf_names_the_host_and_chains_to_the_ca() {
         let certs = tls.get_ref().1.peer_certificates().unwrap();
         let (_, leaf) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
         let san = leaf.subject_alternative_name().unwrap().unwrap();
-        let names: Vec<String> = san.value.general_names.iter().map(|n| n.to_string()).collect();
+        let names: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert!(names.iter().any(|n| n.contains(host)), "{names:?}");
-        let days = (leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp()) / 86400;
+        let days = (leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp())
+            / 86400;
         assert!(days <= 397, "leaf valid for {days} days");
     }
     assert!(proxy.running.shared.leaves.misses() >= 2);
@@ -247,15 +304,27 @@ async fn client_outside_proxy_clients_is_closed_at_accept() {
         .replace("clients: [127.0.0.0/8]", "clients: [127.0.0.2/32]");
     let proxy = start_proxy_yaml(yaml, dir, &ca).await;
     let mut s = TcpStream::connect(proxy.running.proxy_addr).await.unwrap();
-    let _ = s.write_all(b"GET http://wxsandbox.cert/ HTTP/1.1\r\nHost: wxsandbox.cert\r\n\r\n").await;
+    let _ = s
+        .write_all(b"GET http://wxsandbox.cert/ HTTP/1.1\r\nHost: wxsandbox.cert\r\n\r\n")
+        .await;
     let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap_or(0);
-    assert_eq!(n, 0, "expected a close, got {:?}", String::from_utf8_lossy(&buf[..n]));
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "expected a close, got {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     // The allowed address is served.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
     let mut s = sock.connect(proxy.running.proxy_addr).await.unwrap();
-    s.write_all(b"GET http://wxsandbox.cert/ HTTP/1.1\r\nHost: wxsandbox.cert\r\n\r\n").await.unwrap();
+    s.write_all(b"GET http://wxsandbox.cert/ HTTP/1.1\r\nHost: wxsandbox.cert\r\n\r\n")
+        .await
+        .unwrap();
     let head = read_head(&mut s).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
@@ -272,19 +341,30 @@ async fn malformed_requests_get_4xx_or_close_and_the_proxy_keeps_serving() {
     // Bad CONNECT authorities.
     for bad in ["nohost", ":443", "host:notaport", "host:0", "[::1:443"] {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("CONNECT {bad} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        s.write_all(format!("CONNECT {bad} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
         let head = read_head(&mut s).await;
-        assert!(head.is_empty() || head.starts_with("HTTP/1.1 4"), "CONNECT {bad}: {head}");
+        assert!(
+            head.is_empty() || head.starts_with("HTTP/1.1 4"),
+            "CONNECT {bad}: {head}"
+        );
     }
     // Oversized headers.
     let mut s = TcpStream::connect(addr).await.unwrap();
     let big = "x".repeat(200 * 1024);
-    let _ = s.write_all(format!("GET http://wxsandbox.cert/ HTTP/1.1\r\nX-Big: {big}\r\n\r\n").as_bytes()).await;
+    let _ = s
+        .write_all(
+            format!("GET http://wxsandbox.cert/ HTTP/1.1\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+        )
+        .await;
     let head = read_head(&mut s).await;
     assert!(head.is_empty() || head.starts_with("HTTP/1.1 4"), "{head}");
     // An origin-form request to the proxy port.
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let head = read_head(&mut s).await;
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     // Still serving.
@@ -299,16 +379,44 @@ async fn cert_page_and_control_port_serve_the_ca() {
     let page = c.get("http://wxsandbox.cert/").send().await.unwrap();
     assert_eq!(page.status(), 200);
     let text = page.text().await.unwrap();
-    assert!(text.contains("Certificate Trust Settings") && text.contains("Android"), "{text}");
-    let pem = c.get("http://wxsandbox.cert/ca.pem").send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains("Certificate Trust Settings") && text.contains("Android"),
+        "{text}"
+    );
+    let pem = c
+        .get("http://wxsandbox.cert/ca.pem")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(pem, proxy.ca_pem);
     let direct = reqwest::Client::new();
-    let health = direct.get(format!("{}/healthz", proxy.control_url())).send().await.unwrap();
+    let health = direct
+        .get(format!("{}/healthz", proxy.control_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap().trim(), "ok");
-    let pem = direct.get(format!("{}/ca.pem", proxy.control_url())).send().await.unwrap().text().await.unwrap();
+    let pem = direct
+        .get(format!("{}/ca.pem", proxy.control_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(pem, proxy.ca_pem);
-    let der = direct.get(format!("{}/ca.crt", proxy.control_url())).send().await.unwrap().bytes().await.unwrap();
+    let der = direct
+        .get(format!("{}/ca.crt", proxy.control_url()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(&der[..], proxy.running.shared.ca.cert_der());
 }
 
@@ -321,7 +429,14 @@ async fn shutdown_drains_and_stops_accepting() {
         async move { c.get(api("/slow/300")).send().await.map(|r| r.status()) }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(proxy.running.shutdown(Duration::from_secs(10)).await, "drain should finish in time");
-    assert_eq!(slow.await.unwrap().unwrap(), 200, "the in-flight call completes during the drain");
+    assert!(
+        proxy.running.shutdown(Duration::from_secs(10)).await,
+        "drain should finish in time"
+    );
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        200,
+        "the in-flight call completes during the drain"
+    );
     assert!(TcpStream::connect(proxy.running.proxy_addr).await.is_err());
 }

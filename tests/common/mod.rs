@@ -15,7 +15,10 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -60,13 +63,17 @@ impl TestCa {
         p.not_before = now - time::Duration::days(1);
         p.not_after = now + time::Duration::days(365);
         let cert = p.self_signed(&key).unwrap();
-        TestCa { cert_pem: cert.pem(), issuer: Issuer::new(p, key) }
+        TestCa {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(p, key),
+        }
     }
 
     /// A rustls server config with a leaf for `names`, signed by this CA.
     pub fn server_config(&self, names: &[&str], alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
         let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
         p.distinguished_name.push(DnType::CommonName, names[0]);
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let now = time::OffsetDateTime::now_utc();
@@ -75,12 +82,14 @@ impl TestCa {
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         let chain = vec![cert.der().clone()];
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }
@@ -147,7 +156,10 @@ pub async fn start_backend(tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 match tls {
                     Some(cfg) => {
-                        let Ok(tls) = tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await else { return };
+                        let Ok(tls) = tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await
+                        else {
+                            return;
+                        };
                         tokio::select! {
                             _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc) => {}
                             _ = stop.cancelled() => {}
@@ -177,10 +189,17 @@ pub fn pattern(i: usize) -> u8 {
     (i % 251) as u8
 }
 
-async fn backend_route(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Result<Response<BBody>, hyper::Error> {
+async fn backend_route(
+    mut req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<BBody>, hyper::Error> {
     seen.lock().unwrap().push(Seen {
         method: req.method().to_string(),
-        path: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         version: req.version(),
         headers: req.headers().clone(),
     });
@@ -201,7 +220,9 @@ async fn backend_route(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) 
         // Streamed in 64 KiB frames, never one buffer.
         let chunks = (0..n).step_by(64 * 1024).map(move |start| {
             let end = (start + 64 * 1024).min(n);
-            Ok::<_, hyper::Error>(Frame::data(Bytes::from((start..end).map(pattern).collect::<Vec<u8>>())))
+            Ok::<_, hyper::Error>(Frame::data(Bytes::from(
+                (start..end).map(pattern).collect::<Vec<u8>>(),
+            )))
         });
         let body = StreamBody::new(futures_util::stream::iter(chunks));
         let mut resp = Response::new(BodyExt::boxed(body));
@@ -292,7 +313,12 @@ impl Drop for TestProxy {
 
 /// The YAML of a proxy on 127.0.0.1:0 whose CA lives in `dir/ca`, trusting `trust`, with `rest`
 /// appended (apps, map...).
-pub fn base_yaml(dir: &std::path::Path, trust: &std::path::Path, map: &[(&str, String)], rest: &str) -> String {
+pub fn base_yaml(
+    dir: &std::path::Path,
+    trust: &std::path::Path,
+    map: &[(&str, String)],
+    rest: &str,
+) -> String {
     let mut y = format!(
         "proxy: {{listen: 127.0.0.1:0, clients: [127.0.0.0/8]}}\ncontrol: {{listen: 127.0.0.1:0}}\nca: {{dir: {}}}\nupstream:\n  trust: [{}]\n",
         dir.join("ca").display(),
@@ -319,11 +345,16 @@ pub fn one_app() -> String {
 
 pub async fn start_proxy_yaml(yaml: String, dir: tempfile::TempDir, ca: &TestCa) -> TestProxy {
     init_crypto();
-    let config = Config::from_yaml_str(&yaml, "test.yaml").unwrap_or_else(|e| panic!("test config:\n{e}\n{yaml}"));
+    let config = Config::from_yaml_str(&yaml, "test.yaml")
+        .unwrap_or_else(|e| panic!("test config:\n{e}\n{yaml}"));
     let running = wxsandbox::start(config).await.unwrap();
     let ca_pem = std::fs::read_to_string(dir.path().join("ca").join("wxsandbox-ca.pem")).unwrap();
     let _ = ca;
-    TestProxy { running, dir, ca_pem }
+    TestProxy {
+        running,
+        dir,
+        ca_pem,
+    }
 }
 
 /// The common set-up: a test CA, an HTTPS backend for api/ws.example.com, a proxy mapping both
@@ -331,11 +362,19 @@ pub async fn start_proxy_yaml(yaml: String, dir: tempfile::TempDir, ca: &TestCa)
 pub async fn setup(apps: Option<String>) -> (TestProxy, Backend, TestCa) {
     init_crypto();
     let ca = TestCa::new("wxsandbox test upstream CA");
-    let backend = start_backend(Some(ca.server_config(&[API_HOST, WS_HOST], &[b"h2", b"http/1.1"]))).await;
+    let backend = start_backend(Some(
+        ca.server_config(&[API_HOST, WS_HOST], &[b"h2", b"http/1.1"]),
+    ))
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let trust = ca.write(dir.path());
     let to = format!("127.0.0.1:{}", backend.addr.port());
-    let yaml = base_yaml(dir.path(), &trust, &[(API_HOST, to.clone()), (WS_HOST, to)], &apps.unwrap_or_else(one_app));
+    let yaml = base_yaml(
+        dir.path(),
+        &trust,
+        &[(API_HOST, to.clone()), (WS_HOST, to)],
+        &apps.unwrap_or_else(one_app),
+    );
     let proxy = start_proxy_yaml(yaml, dir, &ca).await;
     (proxy, backend, ca)
 }
@@ -360,11 +399,18 @@ pub fn sha256(bytes: &[u8]) -> String {
 }
 
 /// Open a CONNECT tunnel by hand; returns the stream after the proxy's answer head, and that head.
-pub async fn connect_tunnel(proxy: SocketAddr, authority: &str, extra_headers: &str) -> (TcpStream, String) {
+pub async fn connect_tunnel(
+    proxy: SocketAddr,
+    authority: &str,
+    extra_headers: &str,
+) -> (TcpStream, String) {
     let mut s = TcpStream::connect(proxy).await.unwrap();
-    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{extra_headers}\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{extra_headers}\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
     let head = read_head(&mut s).await;
     (s, head)
 }
@@ -388,11 +434,13 @@ pub fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(cfg)
 }
