@@ -1,7 +1,7 @@
 //! Test helpers: a test CA made at test time, HTTPS/WSS backends on 127.0.0.1:0 that record what
 //! they saw, a proxy started from inline YAML, and clients that go through it.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
