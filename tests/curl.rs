@@ -1,6 +1,8 @@
 //! curl through the proxy, as the README shows it: `curl -x http://127.0.0.1:PORT --cacert
 //! certs/wxsandbox-ca.pem https://...`. `.ci/run` installs curl.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! HTTP/2, keep-alive, WebSocket, raw TCP, plain HTTP, the leaf and the CA, client filtering,
 //! malformed requests, curl.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
