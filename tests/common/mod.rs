@@ -264,8 +264,12 @@ fn ws_echo(req: &mut Request<Incoming>) -> Response<BBody> {
         while let Some(Ok(msg)) = ws.next().await {
             use tokio_tungstenite::tungstenite::Message;
             match msg {
-                Message::Text(_) | Message::Binary(_) if ws.send(msg).await.is_err() => break,
-                Message::Text(_) | Message::Binary(_) => {}
+                Message::Text(_) | Message::Binary(_) => {
+                    let sent = ws.send(msg).await;
+                    if sent.is_err() {
+                        break;
+                    }
+                }
                 Message::Close(frame) => {
                     let _ = ws.close(frame).await;
                     break;
