@@ -24,6 +24,7 @@ pub mod answer;
 pub mod body;
 pub mod certpage;
 mod connect;
+pub mod decode;
 pub mod forward;
 pub mod headers;
 mod mitm;
