@@ -32,6 +32,7 @@ pub mod rewind;
 mod tunnel;
 pub mod upstream;
 mod ws;
+pub mod wsframes;
 
 /// A client has this long to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
