@@ -10,13 +10,22 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tracing::{info, warn};
 
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::time::sleep_until;
+
+use crate::calllog::redact;
 use crate::config::AppConfig;
-use crate::policy::{self, Api, ApiHints, AppHints, Call, Refusal, Verdict};
+use crate::instances::{Instance, Phase};
+use crate::policy::{self, Api, ApiHints, AppHints, Refusal, Verdict};
 use crate::proxy::answer;
 use crate::proxy::body::{self, Body};
+use crate::proxy::call::{outcome_of, record, CallMeta, Counted, End, Tracked, Tracking};
 use crate::proxy::headers::{self, get_str};
 use crate::proxy::upstream::classify_client_error;
-use crate::proxy::{certpage, connect, ws, ConnInfo};
+use crate::proxy::{certpage, connect, decode, ws, ConnInfo};
+use crate::state::Shared;
 
 /// Header: the exact URL string given to `wx.request`, judged instead of the request's URL.
 pub const URL_HEADER: &str = "x-wxsandbox-url";
@@ -118,6 +127,13 @@ pub(crate) struct Admitted<'a> {
     pub origin: Option<HeaderValue>,
 }
 
+/// Header: the call's timeout in ms (else `network_timeout` of the API, else 60 s).
+pub const TIMEOUT_HEADER: &str = "x-wxsandbox-timeout";
+/// Header: `arraybuffer` leaves the response bytes alone (no BOM or charset handling).
+pub const RESPONSE_TYPE_HEADER: &str = "x-wxsandbox-response-type";
+/// The platform's default timeout for every network API.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(60_000);
+
 async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
     let target = match Target::of(&req, conn) {
         Ok(t) => t,
@@ -126,58 +142,200 @@ async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> 
     if target.host.eq_ignore_ascii_case(certpage::CERT_HOST) {
         return certpage::serve(&req, &conn.shared);
     }
+    let shared = &conn.shared;
     let websocket = headers::is_websocket_upgrade(req.headers());
-    let admitted = match admit(&req, conn, &target, websocket) {
+    let url =
+        get_str(req.headers(), URL_HEADER).map_or_else(|| target.url(websocket), str::to_owned);
+    let origin = req.headers().get(ORIGIN).cloned();
+    let mut meta = CallMeta::new(
+        shared,
+        conn.client.ip(),
+        req.method().as_str(),
+        &url,
+        req.headers(),
+        req.version(),
+    );
+    let admitted = match admit(&req, conn, url, websocket, &mut meta) {
         Ok(a) => a,
-        Err(response) => return response,
+        Err(refusal) => return refuse(shared, meta, &refusal, origin.as_ref()),
     };
+    let (app, api) = (admitted.app, admitted.api);
+    let Ok(instance) = shared.instances.get(&app.appid, conn.client.ip()) else {
+        return answer::status_only(StatusCode::INTERNAL_SERVER_ERROR, "app instance missing");
+    };
+    if instance.phase() != Phase::Foreground {
+        return refuse(
+            shared,
+            meta,
+            &Refusal::background(api, &admitted.url),
+            origin.as_ref(),
+        );
+    }
+    let timeout = call_timeout(req.headers(), app, api);
+    let deadline = meta.arrival + timeout;
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let arraybuffer = get_str(req.headers(), RESPONSE_TYPE_HEADER)
+        .is_some_and(|v| v.eq_ignore_ascii_case("arraybuffer"));
+    let preflight = req.method() == Method::OPTIONS
+        && req.headers().contains_key("access-control-request-method");
     let Ok(uri) = target.upstream_uri() else {
         return answer::status_only(
             StatusCode::BAD_REQUEST,
             "the request URL can't be forwarded",
         );
     };
-    prepare_upstream_request(&mut req, admitted.app, uri, websocket);
-    let strict = !conn.shared.skip_domain_check();
+    prepare_upstream_request(&mut req, app, uri, websocket);
+    let strict = !shared.skip_domain_check();
     if websocket {
-        return ws::relay(req, conn, &admitted, strict).await;
+        return ws::relay(
+            req,
+            conn,
+            &admitted,
+            strict,
+            Call {
+                instance,
+                deadline,
+                timeout_ms,
+                meta,
+            },
+        )
+        .await;
     }
-    match conn
-        .shared
-        .upstream
-        .client(strict, false)
-        .request(req.map(body::boxed))
-        .await
-    {
-        Ok(response) => {
-            let mut response = response.map(body::boxed);
-            headers::strip_hop_by_hop(response.headers_mut(), false);
-            response
+    let url = admitted.url.as_str();
+
+    // Rule 6: a slot (CORS preflights don't count), waiting in FIFO order with `overflow: queue`.
+    let permit = if preflight {
+        None
+    } else {
+        tokio::select! {
+            biased;
+            () = instance.cut() => return refuse(shared, meta, &Refusal::interrupted(api, url, grace_ms(app)), origin.as_ref()),
+            () = sleep_until(deadline) => return refuse(shared, meta, &Refusal::timeout(api, url, timeout_ms), origin.as_ref()),
+            slot = instance.http_slot() => match slot {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let refusal = Refusal::concurrency(api, url, app.limits.requests);
+                    return refuse(shared, meta, &refusal, origin.as_ref());
+                }
+            },
         }
+    };
+    let queue_ms = u64::try_from(meta.arrival.elapsed().as_millis()).unwrap_or(u64::MAX);
+
+    // Rule 7: upstream, within the deadline, unless the app goes to the background.
+    let bytes_up = Arc::new(AtomicU64::new(0));
+    let req = req.map(|b| body::boxed(Counted::new(b, bytes_up.clone())));
+    let client = shared.upstream.client(strict, false);
+    let result = tokio::select! {
+        biased;
+        () = instance.cut() => return refuse(shared, meta, &Refusal::interrupted(api, url, grace_ms(app)), origin.as_ref()),
+        () = sleep_until(deadline) => return refuse(shared, meta, &Refusal::timeout(api, url, timeout_ms), origin.as_ref()),
+        result = client.request(req) => result,
+    };
+    let mut response = match result {
+        Ok(response) => response.map(body::boxed),
         Err(e) => {
             let failure = classify_client_error(&e);
-            let refusal = Refusal::net(admitted.api, &admitted.url, failure.rule, &failure.net);
-            warn!(app = %admitted.app.appid, api = admitted.api.as_str(), url = %admitted.url,
-                rule = refusal.rule.as_str(), error = %failure, "upstream failed");
-            answer::refusal(
-                &refusal,
-                Some(&admitted.app.appid),
-                admitted.origin.as_ref(),
-            )
+            let refusal = Refusal::net(api, url, failure.rule, &failure.net);
+            warn!(app = %app.appid, api = api.as_str(), url = %url, rule = refusal.rule.as_str(),
+                error = %failure, "upstream failed");
+            return refuse(shared, meta, &refusal, origin.as_ref());
         }
+    };
+    headers::strip_hop_by_hop(response.headers_mut(), false);
+    if !arraybuffer && !preflight {
+        let decoded = tokio::select! {
+            biased;
+            () = instance.cut() => return refuse(shared, meta, &Refusal::interrupted(api, url, grace_ms(app)), origin.as_ref()),
+            () = sleep_until(deadline) => return refuse(shared, meta, &Refusal::timeout(api, url, timeout_ms), origin.as_ref()),
+            decoded = decode::decode_response(response) => decoded,
+        };
+        response = match decoded {
+            Ok(r) => r,
+            Err(detail) => {
+                return refuse(
+                    shared,
+                    meta,
+                    &Refusal::charset(api, url, detail),
+                    origin.as_ref(),
+                )
+            }
+        };
     }
+    let end = End {
+        status: Some(response.status().as_u16()),
+        queue_ms,
+        response_headers: redact(response.headers()),
+        ..End::default()
+    };
+    let cut_instance = instance.clone();
+    let tracking = Tracking {
+        shared: shared.clone(),
+        meta,
+        end,
+        bytes_up,
+        permit,
+        deadline: Some(Box::pin(sleep_until(deadline))),
+        cut: Some(Box::pin(async move { cut_instance.cut().await })),
+    };
+    response.map(|b| body::boxed(Tracked::new(b, tracking)))
 }
 
-/// Identify the app and API and judge the call (rules 1-4); a refusal is the answer.
+/// What a call carries into its relay (sockets).
+pub(crate) struct Call {
+    pub instance: Arc<Instance>,
+    pub deadline: tokio::time::Instant,
+    pub timeout_ms: u64,
+    pub meta: CallMeta,
+}
+
+fn grace_ms(app: &AppConfig) -> u64 {
+    u64::try_from(app.limits.background_grace.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `X-Wxsandbox-Timeout` (ms), else the API's `network_timeout`, else 60 s.
+fn call_timeout(h: &http::HeaderMap, app: &AppConfig, api: Api) -> Duration {
+    if let Some(ms) = get_str(h, TIMEOUT_HEADER).and_then(|v| v.trim().parse::<u64>().ok()) {
+        return Duration::from_millis(ms);
+    }
+    let t = &app.network_timeout;
+    let configured = match api {
+        Api::Request | Api::Tcp => t.request,
+        Api::UploadFile => t.upload_file,
+        Api::DownloadFile => t.download_file,
+        Api::ConnectSocket => t.connect_socket,
+    };
+    configured.unwrap_or(DEFAULT_TIMEOUT)
+}
+
+/// Log, record and answer a refusal.
+pub(crate) fn refuse(
+    shared: &Shared,
+    meta: CallMeta,
+    refusal: &Refusal,
+    origin: Option<&HeaderValue>,
+) -> Response<Body> {
+    info!(app = meta.appid.as_deref().unwrap_or("-"), client = %meta.client, api = refusal.api.as_str(),
+        url = %refusal.url, rule = refusal.rule.as_str(), errmsg = %refusal.errmsg, "refused");
+    let response = answer::refusal(refusal, meta.appid.as_deref(), origin);
+    let end = End {
+        status: Some(refusal.status),
+        ..End::default()
+    };
+    record(shared, meta, outcome_of(refusal), Some(refusal), end);
+    response
+}
+
+/// Identify the app and API and judge the call (rules 1-4).
 pub(crate) fn admit<'c>(
     req: &Request<Incoming>,
     conn: &'c ConnInfo,
-    target: &Target,
+    url: String,
     websocket: bool,
-) -> Result<Admitted<'c>, Response<Body>> {
+    meta: &mut CallMeta,
+) -> Result<Admitted<'c>, Refusal> {
     let h = req.headers();
     let origin = h.get(ORIGIN).cloned();
-    let url = get_str(h, URL_HEADER).map_or_else(|| target.url(websocket), str::to_owned);
     let tunnel = conn.tunnel.as_ref();
     let hints = AppHints {
         proxy_authorization: get_str(h, "proxy-authorization")
@@ -194,10 +352,10 @@ pub(crate) fn admit<'c>(
         } else {
             Api::Request
         };
-        let refusal = policy::unknown_app(api, &url);
-        info!(client = %conn.client.ip(), api = api.as_str(), url = %url, rule = refusal.rule.as_str(), "refused");
-        return Err(answer::refusal(&refusal, None, origin.as_ref()));
+        meta.api = api.as_str();
+        return Err(policy::unknown_app(api, &url));
     };
+    meta.appid = Some(app.appid.clone());
     let api_hints = ApiHints {
         is_websocket_upgrade: websocket,
         api_header: get_str(h, API_HEADER),
@@ -205,16 +363,15 @@ pub(crate) fn admit<'c>(
         content_type: get_str(h, "content-type"),
     };
     let api = policy::detect_api(app, &api_hints, &url);
-    let call = Call {
+    meta.api = api.as_str();
+    let call = policy::Call {
         client: conn.client.ip(),
         api,
         url: &url,
         method: req.method().as_str(),
     };
     if let Verdict::Refuse(refusal) = policy::judge(app, &call, shared.switches()) {
-        info!(app = %app.appid, client = %conn.client.ip(), api = api.as_str(), url = %url,
-            rule = refusal.rule.as_str(), "refused");
-        return Err(answer::refusal(&refusal, Some(&app.appid), origin.as_ref()));
+        return Err(refusal);
     }
     Ok(Admitted {
         app,

@@ -22,6 +22,7 @@ use crate::state::Shared;
 
 pub mod answer;
 pub mod body;
+mod call;
 pub mod certpage;
 mod connect;
 pub mod decode;

@@ -106,11 +106,20 @@ mod tests {
 
     #[test]
     fn tracks_boundaries_byte_by_byte_for_every_length_form() {
-        for (len, masked) in [(0, false), (5, true), (125, false), (126, true), (70_000, false)] {
+        for (len, masked) in [
+            (0, false),
+            (5, true),
+            (125, false),
+            (126, true),
+            (70_000, false),
+        ] {
             let f = frame(len, masked);
             let mut t = FrameTracker::default();
             for (i, b) in f.iter().enumerate() {
-                assert!(t.at_boundary() == (i == 0), "len {len} masked {masked} at byte {i}");
+                assert!(
+                    t.at_boundary() == (i == 0),
+                    "len {len} masked {masked} at byte {i}"
+                );
                 t.feed(std::slice::from_ref(b));
             }
             assert!(t.at_boundary(), "len {len}: after the frame");
