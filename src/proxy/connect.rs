@@ -10,11 +10,12 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, Instrument};
 
 use crate::policy::{self, AppHints, Verdict};
 use crate::proxy::body::{empty, Body};
-use crate::proxy::forward::APPID_HEADER;
+use crate::proxy::call::CallMeta;
+use crate::proxy::forward::{refuse, APPID_HEADER};
 use crate::proxy::headers::get_str;
 use crate::proxy::rewind::Rewind;
 use crate::proxy::{answer, certpage, mitm, tunnel, ConnInfo, TunnelInfo};
@@ -56,9 +57,16 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
             if let Verdict::Refuse(refusal) =
                 policy::judge_connect(app, conn.client.ip(), &host, port, shared.switches())
             {
-                info!(app = %app.appid, client = %conn.client.ip(), target = %authority,
-                    rule = refusal.rule.as_str(), "refused at CONNECT");
-                return answer::refusal(&refusal, Some(&app.appid), None);
+                let mut meta = CallMeta::new(
+                    &shared,
+                    conn.client.ip(),
+                    "CONNECT",
+                    &refusal.url,
+                    h,
+                    req.version(),
+                );
+                meta.appid = Some(app.appid.clone());
+                return refuse(&shared, meta, &refusal, None);
             }
         }
     }

@@ -4,7 +4,9 @@
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
 
-use crate::policy::{self, Api, AppHints, Call, Verdict};
+use crate::calllog::Outcome;
+use crate::policy::{self, Api, AppHints, Call, Refusal, Verdict};
+use crate::proxy::call::{outcome_of, record, CallMeta, End};
 use crate::proxy::{ConnInfo, TunnelInfo};
 
 pub(crate) async fn relay_tcp<IO>(mut client: IO, conn: &ConnInfo, tunnel: &TunnelInfo)
@@ -19,11 +21,33 @@ where
         referer: None,
         client: conn.client.ip(),
     };
+    let no_headers = http::HeaderMap::new();
+    let mut meta = CallMeta::new(
+        shared,
+        conn.client.ip(),
+        "CONNECT",
+        &url,
+        &no_headers,
+        http::Version::HTTP_11,
+    );
+    meta.api = Api::Tcp.as_str();
     // A refusal can't be an HTTP answer here (the 200 is sent): the tunnel is closed instead.
+    let closed = |meta: CallMeta, refusal: &Refusal| {
+        info!(app = meta.appid.as_deref().unwrap_or("-"), client = %conn.client.ip(), api = "tcp", url = %url,
+            rule = refusal.rule.as_str(), errmsg = %refusal.errmsg, "refused: tunnel closed");
+        record(
+            shared,
+            meta,
+            outcome_of(refusal),
+            Some(refusal),
+            End::default(),
+        );
+    };
     let Some(app) = policy::identify_app(&shared.config, &hints) else {
-        info!(client = %conn.client.ip(), api = "tcp", url = %url, rule = "appid", "refused: tunnel closed");
+        closed(meta, &policy::unknown_app(Api::Tcp, &url));
         return;
     };
+    meta.appid = Some(app.appid.clone());
     let call = Call {
         client: conn.client.ip(),
         api: Api::Tcp,
@@ -31,8 +55,7 @@ where
         method: "CONNECT",
     };
     if let Verdict::Refuse(refusal) = policy::judge(app, &call, shared.switches()) {
-        info!(app = %app.appid, client = %conn.client.ip(), api = "tcp", url = %url,
-            rule = refusal.rule.as_str(), "refused: tunnel closed");
+        closed(meta, &refusal);
         return;
     }
     let mut upstream = match shared
@@ -43,16 +66,31 @@ where
     {
         Ok(s) => s,
         Err(e) => {
-            info!(app = %app.appid, url = %url, error = %e, "tcp upstream failed: tunnel closed");
+            closed(meta, &Refusal::net(Api::Tcp, &url, e.rule, &e.net));
             return;
         }
     };
     let token = shared.shutdown.token.clone();
-    tokio::select! {
+    let (outcome, up, down) = tokio::select! {
         result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match result {
-            Ok((up, down)) => debug!(bytes.up = up, bytes.down = down, "tcp tunnel closed"),
-            Err(e) => debug!(error = %e, "tcp tunnel ended with an error"),
+            Ok((up, down)) => (Outcome::Ok, up, down),
+            Err(e) => {
+                debug!(error = %e, "tcp tunnel ended with an error");
+                (Outcome::Aborted, 0, 0)
+            }
         },
-        () = token.cancelled() => debug!("tcp tunnel closed by shutdown"),
-    }
+        () = token.cancelled() => (Outcome::Aborted, 0, 0),
+    };
+    debug!(bytes.up = up, bytes.down = down, "tcp tunnel closed");
+    record(
+        shared,
+        meta,
+        outcome,
+        None,
+        End {
+            bytes_up: up,
+            bytes_down: down,
+            ..End::default()
+        },
+    );
 }
