@@ -32,6 +32,8 @@ pub const OTHER_APPID: &str = "wxfedcba9876543210";
 /// The host name the backend's certificate names; `upstream.map` sends it to the backend.
 pub const API_HOST: &str = "api.example.com";
 pub const WS_HOST: &str = "ws.example.com";
+/// In no list, but mapped to the backend too (for the skip switch).
+pub const OTHER_HOST: &str = "other.example.com";
 /// Every loop and wait in tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -444,4 +446,61 @@ pub fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(cfg)
+}
+
+/// Read a whole HTTP/1.1 answer with a Content-Length body from a raw stream.
+pub async fn read_response(s: &mut TcpStream) -> (String, String) {
+    let head = read_head(s).await;
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    tokio::time::timeout(WAIT, s.read_exact(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A header of a raw response head.
+pub fn head_header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Flip the skip switch through the control API.
+pub async fn set_skip(proxy: &TestProxy, enabled: bool) {
+    let r = reqwest::Client::new()
+        .put(format!("{}/api/skip-domain-check", proxy.control_url()))
+        .body(format!("{{\"enabled\":{enabled}}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// The refusal triple of a reqwest response, and its JSON body.
+pub async fn refusal_of(r: reqwest::Response) -> (u16, String, String, String, serde_json::Value) {
+    let status = r.status().as_u16();
+    let h = |n: &str| {
+        r.headers()
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (errno, errmsg, rule) = (
+        h("x-wxsandbox-errno"),
+        h("x-wxsandbox-errmsg"),
+        h("x-wxsandbox-rule"),
+    );
+    let body: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
+    (status, errno, errmsg, rule, body)
 }

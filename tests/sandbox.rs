@@ -1,0 +1,378 @@
+//! Issue 3: every call judged as the WeChat client would, through the real proxy: the refusal
+//! rows of SPEC section 4 with their exact status, errno, errMsg and rule; refused calls never
+//! reach the backend; allowed calls carry the platform Referer and no X-Wxsandbox-* header; the
+//! skip switch flips at run time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+
+fn two_apps() -> String {
+    format!(
+        "apps:\n  - appid: {APPID}\n    domains:\n      request: [https://{API_HOST}]\n      socket: [wss://{WS_HOST}]\n  - appid: {OTHER_APPID}\n    version: '3'\n    domains:\n      request: [https://{OTHER_HOST}]\n"
+    )
+}
+
+#[tokio::test]
+async fn allowed_call_gets_the_platform_referer_and_loses_sandbox_headers() {
+    let (proxy, backend, _ca) = setup(None).await;
+    let r = client(&proxy)
+        .get(format!("https://{API_HOST}/v1/user?id=1"))
+        .header("referer", "https://evil.example/")
+        .header("x-wxsandbox-appid", APPID)
+        .header("x-wxsandbox-api", "request")
+        .header("origin", "https://servicewechat.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 1);
+    let h = &seen[0].headers;
+    assert_eq!(
+        h.get("referer").unwrap(),
+        &format!("https://servicewechat.com/{APPID}/devtools/page-frame.html")
+    );
+    assert!(
+        h.keys().all(|k| !k.as_str().starts_with("x-wxsandbox-")),
+        "{h:?}"
+    );
+    assert_eq!(
+        h.get("origin").unwrap(),
+        "https://servicewechat.com",
+        "other headers pass as sent"
+    );
+    assert_eq!(seen[0].path, "/v1/user?id=1");
+}
+
+#[tokio::test]
+async fn unlisted_host_is_refused_at_the_connect_and_never_reaches_upstream() {
+    let (proxy, backend, _ca) = setup(None).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.running.proxy_addr)
+        .await
+        .unwrap();
+    s.write_all(
+        format!("CONNECT {OTHER_HOST}:443 HTTP/1.1\r\nHost: {OTHER_HOST}:443\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (head, body) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(head_header(&head, "x-wxsandbox-errno"), Some("600002"));
+    assert_eq!(
+        head_header(&head, "x-wxsandbox-errmsg"),
+        Some("request:fail url not in domain list")
+    );
+    assert_eq!(head_header(&head, "x-wxsandbox-rule"), Some("domain-list"));
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["errno"], 600002);
+    assert_eq!(json["appid"], APPID);
+    assert!(
+        json["detail"].as_str().unwrap().contains("request"),
+        "{json}"
+    );
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn explicit_443_is_not_the_listed_origin_without_port() {
+    let (proxy, backend, _ca) = setup(None).await;
+    let r = client(&proxy)
+        .get(format!("https://{API_HOST}/v1/user"))
+        .header("x-wxsandbox-url", format!("https://{API_HOST}:443/v1/user"))
+        .send()
+        .await
+        .unwrap();
+    let (status, errno, errmsg, rule, body) = refusal_of(r).await;
+    assert_eq!(
+        (status, errno.as_str(), errmsg.as_str(), rule.as_str()),
+        (
+            403,
+            "600002",
+            "request:fail url not in domain list",
+            "domain-list"
+        )
+    );
+    assert_eq!(body["url"], format!("https://{API_HOST}:443/v1/user"));
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("https://{API_HOST}")) && detail.contains("port"),
+        "{detail}"
+    );
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn invalid_url_is_400_600009() {
+    let (proxy, backend, _ca) = setup(None).await;
+    let r = client(&proxy)
+        .get(format!("https://{API_HOST}/"))
+        .header("x-wxsandbox-url", "htp:/broken url")
+        .send()
+        .await
+        .unwrap();
+    let (status, errno, errmsg, rule, _) = refusal_of(r).await;
+    assert_eq!(
+        (status, errno.as_str(), rule.as_str()),
+        (400, "600009", "invalid-url")
+    );
+    assert_eq!(errmsg, "request:fail invalid url \"htp:/broken url\"");
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn api_weixin_qq_com_is_refused_even_with_the_skip_switch() {
+    let (proxy, backend, _ca) = setup(None).await;
+    for skip in [false, true] {
+        set_skip(&proxy, skip).await;
+        let mut s = tokio::net::TcpStream::connect(proxy.running.proxy_addr)
+            .await
+            .unwrap();
+        s.write_all(
+            b"CONNECT api.weixin.qq.com:443 HTTP/1.1\r\nHost: api.weixin.qq.com:443\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let (head, _) = read_response(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 403"), "skip={skip}: {head}");
+        assert_eq!(
+            head_header(&head, "x-wxsandbox-rule"),
+            Some("forbidden-host")
+        );
+        assert_eq!(
+            head_header(&head, "x-wxsandbox-errmsg"),
+            Some("request:fail url not in domain list")
+        );
+        // Judged inside a tunnel too (X-Wxsandbox-Url names it).
+        let r = client(&proxy)
+            .get(format!("https://{API_HOST}/"))
+            .header("x-wxsandbox-url", "https://api.weixin.qq.com/cgi-bin/token")
+            .send()
+            .await
+            .unwrap();
+        let (status, errno, _, rule, _) = refusal_of(r).await;
+        assert_eq!(
+            (status, errno.as_str(), rule.as_str()),
+            (403, "600002", "forbidden-host"),
+            "skip={skip}"
+        );
+    }
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn unknown_app_is_407_with_proxy_authenticate() {
+    let (proxy, backend, _ca) = setup(Some(two_apps())).await;
+    let r = client(&proxy)
+        .get(format!("https://{API_HOST}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 407);
+    assert_eq!(
+        r.headers().get("proxy-authenticate").unwrap(),
+        "Basic realm=\"wxsandbox appid\""
+    );
+    let (status, errno, errmsg, rule, _) = refusal_of(r).await;
+    assert_eq!(
+        (status, errno.as_str(), errmsg.as_str(), rule.as_str()),
+        (407, "600000", "request:fail unknown appid", "appid")
+    );
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn apps_are_told_apart_by_proxy_user_header_and_referer() {
+    let (proxy, backend, _ca) = setup(Some(two_apps())).await;
+    // Proxy-Authorization user on the CONNECT (how a phone authenticates).
+    let with_user = client_builder(&proxy)
+        .proxy(
+            reqwest::Proxy::all(format!(
+                "http://{OTHER_APPID}:x@{}",
+                proxy.running.proxy_addr
+            ))
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let r = with_user
+        .get(format!("https://{OTHER_HOST}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The same host is not in the first app's list: X-Wxsandbox-Appid names that one.
+    let r = client(&proxy)
+        .get(format!("https://{OTHER_HOST}/"))
+        .header("x-wxsandbox-appid", APPID)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, _, rule, body) = refusal_of(r).await;
+    assert_eq!((status, rule.as_str()), (403, "domain-list"));
+    assert_eq!(body["appid"], APPID);
+    // A servicewechat Referer, as real WeChat clients send it.
+    let r = client(&proxy)
+        .get(format!("https://{API_HOST}/"))
+        .header(
+            "referer",
+            format!("https://servicewechat.com/{APPID}/0/page-frame.html"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].headers.get("referer").unwrap(),
+        &format!("https://servicewechat.com/{OTHER_APPID}/3/page-frame.html")
+    );
+}
+
+#[tokio::test]
+async fn ip_and_localhost_are_refused_but_lan_neighbours_are_allowed() {
+    let (proxy, _backend, _ca) = setup(None).await;
+    // From 127.0.0.1: its own address and localhost are refused.
+    for url in [
+        "http://127.0.0.1:9/",
+        "http://localhost:9/",
+        "https://[::1]/",
+    ] {
+        let r = client(&proxy)
+            .get(format!("https://{API_HOST}/"))
+            .header("x-wxsandbox-url", url)
+            .send()
+            .await
+            .unwrap();
+        let (status, errno, errmsg, rule, _) = refusal_of(r).await;
+        assert_eq!(
+            (status, errno.as_str(), rule.as_str()),
+            (403, "600002", "domain-list"),
+            "{url}"
+        );
+        assert_eq!(errmsg, "request:fail url not in domain list");
+    }
+    // http:// to a listed https host.
+    let r = client(&proxy)
+        .get(format!("https://{API_HOST}/"))
+        .header("x-wxsandbox-url", format!("http://{API_HOST}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refusal_of(r).await.3, "domain-list");
+    // A simulator at 127.0.0.2 may reach 127.0.0.1 (same /24, not itself): plain HTTP passes.
+    let plain = start_backend(None).await;
+    let sim = client_builder(&proxy)
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
+        .build()
+        .unwrap();
+    let r = sim
+        .get(format!("http://127.0.0.1:{}/", plain.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(plain.count(), 1);
+}
+
+#[tokio::test]
+async fn skip_switch_flips_at_run_time_both_ways() {
+    let (proxy, backend, _ca) = setup(None).await;
+    let c = client(&proxy);
+    let state: serde_json::Value = reqwest::get(format!("{}/api/state", proxy.control_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["skip_domain_check"], false);
+    let refused = c.get(format!("https://{OTHER_HOST}/")).send().await;
+    assert!(refused.is_err() || refused.unwrap().status() == 403);
+    set_skip(&proxy, true).await;
+    let state: serde_json::Value = reqwest::get(format!("{}/api/state", proxy.control_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["skip_domain_check"], true);
+    let r = c
+        .get(format!("https://{OTHER_HOST}/skipped"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(backend.count(), 1);
+    set_skip(&proxy, false).await;
+    let c2 = client(&proxy); // a new connection: the CONNECT is judged again
+    let refused = c2.get(format!("https://{OTHER_HOST}/again")).send().await;
+    assert!(refused.is_err() || refused.unwrap().status() == 403);
+    // A connection opened while the switch was on is judged per request once it is off.
+    let r = c
+        .get(format!("https://{OTHER_HOST}/on-old-connection"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(backend.count(), 1);
+}
+
+#[tokio::test]
+async fn refusal_answers_carry_cors_headers_for_pages() {
+    let (proxy, _backend, _ca) = setup(None).await;
+    let r = client(&proxy)
+        .get(format!("https://{API_HOST}/"))
+        .header("x-wxsandbox-url", "https://unlisted.example/")
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.headers().get("access-control-allow-origin").unwrap(),
+        "http://localhost:5173"
+    );
+    let expose = r
+        .headers()
+        .get("access-control-expose-headers")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(expose.contains("X-Wxsandbox-Errmsg"));
+}
+
+#[tokio::test]
+async fn upstream_refused_is_502_with_the_chromium_error() {
+    init_crypto();
+    let ca = TestCa::new("t");
+    let dir = tempfile::tempdir().unwrap();
+    let trust = ca.write(dir.path());
+    // A port nobody listens on.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let yaml = base_yaml(
+        dir.path(),
+        &trust,
+        &[(API_HOST, format!("127.0.0.1:{port}"))],
+        &one_app(),
+    );
+    let proxy = start_proxy_yaml(yaml, dir, &ca).await;
+    let r = client(&proxy)
+        .get(format!("https://{API_HOST}/"))
+        .send()
+        .await
+        .unwrap();
+    let (status, errno, errmsg, rule, _) = refusal_of(r).await;
+    assert_eq!(
+        (status, errno.as_str(), rule.as_str()),
+        (502, "600001", "upstream")
+    );
+    assert_eq!(errmsg, "request:fail -102:net::ERR_CONNECTION_REFUSED");
+}
