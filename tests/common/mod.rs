@@ -120,6 +120,37 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub stop: CancellationToken,
+    /// Requests being answered now, and the most at once.
+    pub gauge: Arc<Gauge>,
+}
+
+#[derive(Debug, Default)]
+pub struct Gauge {
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+}
+
+impl Gauge {
+    fn enter(self: &Arc<Self>) -> GaugeGuard {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.now.fetch_add(1, SeqCst) + 1;
+        self.max.fetch_max(now, SeqCst);
+        GaugeGuard(self.clone())
+    }
+    pub fn max(&self) -> usize {
+        self.max.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    pub fn now(&self) -> usize {
+        self.now.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+struct GaugeGuard(Arc<Gauge>);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Drop for Backend {
@@ -142,7 +173,8 @@ pub async fn start_backend(tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stop = CancellationToken::new();
-    let (seen2, stop2) = (seen.clone(), stop.clone());
+    let gauge = Arc::new(Gauge::default());
+    let (seen2, stop2, gauge2) = (seen.clone(), stop.clone(), gauge.clone());
     tokio::spawn(async move {
         loop {
             let (stream, _) = tokio::select! {
@@ -151,10 +183,11 @@ pub async fn start_backend(tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
             };
             let _ = stream.set_nodelay(true);
             let seen = seen2.clone();
+            let gauge = gauge2.clone();
             let tls = tls.clone();
             let stop = stop2.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| backend_route(req, seen.clone()));
+                let svc = service_fn(move |req| backend_route(req, seen.clone(), gauge.clone()));
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 match tls {
                     Some(cfg) => {
@@ -177,7 +210,12 @@ pub async fn start_backend(tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
             });
         }
     });
-    Backend { addr, seen, stop }
+    Backend {
+        addr,
+        seen,
+        stop,
+        gauge,
+    }
 }
 
 type BBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
@@ -194,6 +232,7 @@ pub fn pattern(i: usize) -> u8 {
 async fn backend_route(
     mut req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    gauge: Arc<Gauge>,
 ) -> Result<Response<BBody>, hyper::Error> {
     seen.lock().unwrap().push(Seen {
         method: req.method().to_string(),
@@ -233,8 +272,46 @@ async fn backend_route(
     }
     if let Some(ms) = path.strip_prefix("/slow/") {
         let ms: u64 = ms.parse().unwrap_or(0);
+        let _in_flight = gauge.enter();
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return Ok(Response::new(full_body("slow ok")));
+    }
+    if let Some(ms) = path.strip_prefix("/trickle/") {
+        // Headers and a first chunk at once, the rest after MS ms.
+        let ms: u64 = ms.parse().unwrap_or(0);
+        let chunks = futures_util::stream::iter(0..2).then(move |i| async move {
+            if i == 1 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(b"chunk ")))
+        });
+        return Ok(Response::new(BodyExt::boxed(StreamBody::new(chunks))));
+    }
+    if path == "/raw" {
+        // `?ct=<content-type>&hex=<body bytes>`: answers exactly those bytes.
+        let query = req.uri().query().unwrap_or_default().to_owned();
+        let mut ct = String::new();
+        let mut bytes = Vec::new();
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("ct", v)) => {
+                    ct = v
+                        .replace("%3B", ";")
+                        .replace("%3D", "=")
+                        .replace("%20", " ")
+                        .replace("%2F", "/")
+                }
+                Some(("hex", v)) => {
+                    bytes = (0..v.len() / 2)
+                        .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).unwrap())
+                        .collect()
+                }
+                _ => {}
+            }
+        }
+        let mut r = Response::new(full_body(bytes));
+        r.headers_mut().insert("content-type", ct.parse().unwrap());
+        return Ok(r);
     }
     if path == "/status/418" {
         let mut r = Response::new(full_body("teapot"));
@@ -503,4 +580,64 @@ pub async fn refusal_of(r: reqwest::Response) -> (u16, String, String, String, s
     );
     let body: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
     (status, errno, errmsg, rule, body)
+}
+
+/// Lower-case hex of bytes, for `/raw?hex=`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `GET /api/state` of the proxy.
+pub async fn state(proxy: &TestProxy) -> serde_json::Value {
+    reqwest::get(format!("{}/api/state", proxy.control_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Sum of `http_in_flight` over every instance of every app.
+pub async fn http_in_flight(proxy: &TestProxy) -> u64 {
+    let s = state(proxy).await;
+    s["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["instances"].as_array().unwrap().iter())
+        .map(|i| i["http_in_flight"].as_u64().unwrap())
+        .sum()
+}
+
+/// Poll `cond` every 20 ms for at most `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// POST background/foreground for an app on the control port.
+pub async fn set_phase(proxy: &TestProxy, appid: &str, phase: &str, client: Option<&str>) -> u16 {
+    let mut url = format!("{}/api/apps/{appid}/{phase}", proxy.control_url());
+    if let Some(c) = client {
+        url.push_str(&format!("?client={c}"));
+    }
+    reqwest::Client::new()
+        .post(url)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
