@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// CA directory (overrides ca.dir).
     #[arg(long = "ca-dir", env = "WXSANDBOX_CA_DIR")]
     pub ca_dir: Option<PathBuf>,
+    /// At shutdown, exit 3 when any call was refused, timed out, interrupted or failed upstream
+    /// (for CI jobs).
+    #[arg(long = "fail-on-refusal", env = "WXSANDBOX_FAIL_ON_REFUSAL")]
+    pub fail_on_refusal: bool,
     /// Control API token (overrides control.token).
     #[arg(long = "token", env = "WXSANDBOX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

@@ -14,6 +14,8 @@ use wxsandbox::{telemetry, StartError};
 
 /// Exit status for a config the proxy can't run with (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// Exit status with `--fail-on-refusal` when a call failed in the sandbox.
+const EXIT_REFUSALS: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -107,6 +109,11 @@ async fn run(args: RunArgs) -> ExitCode {
     tracing::info!("shutting down: draining in-flight calls");
     if !running.shutdown(DRAIN_GRACE).await {
         tracing::warn!(grace = ?DRAIN_GRACE, "some connections were still open after the drain grace");
+    }
+    let refused = running.shared.refused_total();
+    if args.fail_on_refusal && refused > 0 {
+        eprintln!("wxsandbox: {refused} call(s) failed in the sandbox (see /api/log); exiting {EXIT_REFUSALS}");
+        return ExitCode::from(EXIT_REFUSALS);
     }
     ExitCode::SUCCESS
 }

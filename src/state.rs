@@ -1,7 +1,7 @@
 //! What every connection and the control API share: the validated config, the CA and leaf cache,
 //! the upstream clients, the run-time switches, and the shutdown handle.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::calllog::CallLog;
 use crate::config::Config;
@@ -22,6 +22,7 @@ pub struct Shared {
     pub instances: Instances,
     pub log: CallLog,
     skip_domain_check: AtomicBool,
+    refused: AtomicU64,
 }
 
 impl Shared {
@@ -42,6 +43,7 @@ impl Shared {
             upstream,
             shutdown,
             skip_domain_check: AtomicBool::new(skip),
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -52,6 +54,16 @@ impl Shared {
 
     pub fn set_skip_domain_check(&self, enabled: bool) {
         self.skip_domain_check.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Count a refused call (for `--fail-on-refusal`).
+    pub fn count_refusal(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Calls refused since start (every rule: lists, limits, timeouts, upstream failures).
+    pub fn refused_total(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// The switches a verdict depends on, read once per call.
