@@ -13,7 +13,11 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+mod project;
 pub mod raw;
+mod validate;
+
+pub use validate::{normalize_host, parse_entry, ListKind, FORBIDDEN_HOST};
 
 /// The default config, compiled in: used when `config/wxsandbox.yaml` is missing.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/wxsandbox.yaml");
@@ -232,20 +236,42 @@ impl Config {
     /// # Errors
     /// Every finding of the validation, each with file and line.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let _ = path;
-        unimplemented!("config::load")
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            findings: vec![Finding { file: file.clone(), line: None, entry: file.clone(), rule: "io", message: e.to_string() }],
+        })?;
+        Self::parse(&text, &file, std::path::Path::new("."))
+    }
+
+    /// `config/wxsandbox.yaml` when it exists, else the same file compiled in.
+    ///
+    /// # Errors
+    /// Every finding of the validation.
+    pub fn load_default() -> Result<Config, ConfigError> {
+        let path = std::path::Path::new(DEFAULT_CONFIG_PATH);
+        if path.exists() {
+            Self::load(path)
+        } else {
+            Self::from_yaml_str(DEFAULT_CONFIG_YAML, "<built-in>")
+        }
     }
 
     /// Validate YAML text; `source` names it in findings.
     ///
     /// # Errors
     /// Every finding of the validation.
-    pub fn load_default() -> Result<Config, ConfigError> {
-        unimplemented!()
+    pub fn from_yaml_str(text: &str, source: &str) -> Result<Config, ConfigError> {
+        Self::parse(text, source, std::path::Path::new("."))
     }
 
-    pub fn from_yaml_str(text: &str, source: &str) -> Result<Config, ConfigError> {
-        let _ = (text, source);
-        unimplemented!("config::from_yaml_str")
+    /// Paths in a config (`ca.dir`, `upstream.trust`, `project:`) are relative to the working
+    /// directory, as on the command line.
+    fn parse(text: &str, source: &str, base: &std::path::Path) -> Result<Config, ConfigError> {
+        let raw = raw::parse(text).map_err(|(message, line)| {
+            let rule = if message.contains("unknown field") { "unknown-key" } else { "syntax" };
+            let entry = message.split('`').nth(1).unwrap_or("").to_owned();
+            ConfigError { findings: vec![Finding { file: source.to_owned(), line, entry, rule, message }] }
+        })?;
+        validate::validate(raw, text, source, base).map_err(|findings| ConfigError { findings })
     }
 }
