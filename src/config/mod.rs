@@ -238,7 +238,13 @@ impl Config {
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            findings: vec![Finding { file: file.clone(), line: None, entry: file.clone(), rule: "io", message: e.to_string() }],
+            findings: vec![Finding {
+                file: file.clone(),
+                line: None,
+                entry: file.clone(),
+                rule: "io",
+                message: e.to_string(),
+            }],
         })?;
         Self::parse(&text, &file, std::path::Path::new("."))
     }
@@ -268,9 +274,21 @@ impl Config {
     /// directory, as on the command line.
     fn parse(text: &str, source: &str, base: &std::path::Path) -> Result<Config, ConfigError> {
         let raw = raw::parse(text).map_err(|(message, line)| {
-            let rule = if message.contains("unknown field") { "unknown-key" } else { "syntax" };
+            let rule = if message.contains("unknown field") {
+                "unknown-key"
+            } else {
+                "syntax"
+            };
             let entry = message.split('`').nth(1).unwrap_or("").to_owned();
-            ConfigError { findings: vec![Finding { file: source.to_owned(), line, entry, rule, message }] }
+            ConfigError {
+                findings: vec![Finding {
+                    file: source.to_owned(),
+                    line,
+                    entry,
+                    rule,
+                    message,
+                }],
+            }
         })?;
         validate::validate(raw, text, source, base).map_err(|findings| ConfigError { findings })
     }

@@ -55,20 +55,27 @@ pub fn import(dir: &Path) -> Result<Imported, String> {
         serde_json::from_str(text).map_err(|e| format!("{}: {e}", dir.join(name).display()))
     };
     let Some(public) = read("project.config.json")? else {
-        return Err(format!("{} has no project.config.json: is it a mini program folder?", dir.display()));
+        return Err(format!(
+            "{} has no project.config.json: is it a mini program folder?",
+            dir.display()
+        ));
     };
     let public = parse("project.config.json", &public)?;
     let private = match read("project.private.config.json")? {
         Some(text) => parse("project.private.config.json", &text)?,
         None => ProjectConfig::default(),
     };
-    let root = private.miniprogram_root.or(public.miniprogram_root).unwrap_or_default();
+    let root = private
+        .miniprogram_root
+        .or(public.miniprogram_root)
+        .unwrap_or_default();
     let app_dir = dir.join(root);
     let mut timeouts = None;
     for name in ["app.json", "game.json"] {
         let path = app_dir.join(name);
         if let Ok(text) = std::fs::read_to_string(&path) {
-            let app: AppJson = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let app: AppJson =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
             timeouts = app.network_timeout;
             break;
         }

@@ -13,8 +13,8 @@ use ipnet::IpNet;
 
 use super::raw::{RawApp, RawConfig, RawTimeouts};
 use super::{
-    project, AppConfig, CaConfig, Config, ControlConfig, DomainLists, Finding, Limits, MapTarget, NetworkTimeout,
-    Origin, Overflow, ProxyConfig, SandboxConfig, Scheme, UpstreamConfig,
+    project, AppConfig, CaConfig, Config, ControlConfig, DomainLists, Finding, Limits, MapTarget,
+    NetworkTimeout, Origin, Overflow, ProxyConfig, SandboxConfig, Scheme, UpstreamConfig,
 };
 
 /// Most entries a list may hold (admin console).
@@ -26,8 +26,15 @@ pub const MAX_BUSINESS_DOMAINS: usize = 300;
 /// The host the platform never lets a mini program call.
 pub const FORBIDDEN_HOST: &str = "api.weixin.qq.com";
 
-const DEFAULT_CLIENTS: [&str; 7] =
-    ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10"];
+const DEFAULT_CLIENTS: [&str; 7] = [
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+];
 
 /// Where an entry is looked for, and the findings so far.
 pub(super) struct Checker<'a> {
@@ -42,29 +49,55 @@ impl<'a> Checker<'a> {
     pub fn new(file: &'a str, text: &'a str) -> Self {
         let lines: Vec<&str> = text.lines().collect();
         let app_starts = app_starts(&lines);
-        Checker { file, lines, app_starts, findings: Vec::new() }
+        Checker {
+            file,
+            lines,
+            app_starts,
+            findings: Vec::new(),
+        }
     }
 
     /// 1-based line of the first line at or after `from` (0-based) containing `needle`.
     fn line_of(&self, needle: &str, from: usize) -> Option<usize> {
-        self.lines.iter().enumerate().skip(from).find(|(_, l)| !needle.is_empty() && l.contains(needle)).map(|(i, _)| i + 1)
+        self.lines
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find(|(_, l)| !needle.is_empty() && l.contains(needle))
+            .map(|(i, _)| i + 1)
     }
 
     fn app_from(&self, app: Option<usize>) -> usize {
-        app.and_then(|i| self.app_starts.get(i).copied()).unwrap_or(0)
+        app.and_then(|i| self.app_starts.get(i).copied())
+            .unwrap_or(0)
     }
 
     /// Record a finding for `entry`, located from the start of app `app` (or the file).
-    pub fn find(&mut self, app: Option<usize>, needle: &str, entry: &str, rule: &'static str, message: String) {
+    pub fn find(
+        &mut self,
+        app: Option<usize>,
+        needle: &str,
+        entry: &str,
+        rule: &'static str,
+        message: String,
+    ) {
         let from = self.app_from(app);
         let line = self.line_of(needle, from).or_else(|| app.map(|_| from + 1));
-        self.findings.push(Finding { file: self.file.to_owned(), line, entry: entry.to_owned(), rule, message });
+        self.findings.push(Finding {
+            file: self.file.to_owned(),
+            line,
+            entry: entry.to_owned(),
+            rule,
+            message,
+        });
     }
 }
 
 /// The 0-based lines of the `- ` items directly under `apps:`.
 fn app_starts(lines: &[&str]) -> Vec<usize> {
-    let Some(apps) = lines.iter().position(|l| l.trim_end().starts_with("apps:")) else { return Vec::new() };
+    let Some(apps) = lines.iter().position(|l| l.trim_end().starts_with("apps:")) else {
+        return Vec::new();
+    };
     let mut indent = None;
     let mut starts = Vec::new();
     for (i, line) in lines.iter().enumerate().skip(apps + 1) {
@@ -87,18 +120,41 @@ fn app_starts(lines: &[&str]) -> Vec<usize> {
 }
 
 /// Validate `raw` (from `text` in `file`, read relative to `base` for `project:`).
-pub(super) fn validate(raw: RawConfig, text: &str, file: &str, base: &Path) -> Result<Config, Vec<Finding>> {
+pub(super) fn validate(
+    raw: RawConfig,
+    text: &str,
+    file: &str,
+    base: &Path,
+) -> Result<Config, Vec<Finding>> {
     let mut c = Checker::new(file, text);
     let proxy = ProxyConfig {
-        listen: listen(&mut c, "listen:", raw.proxy.listen.as_deref(), "0.0.0.0:8080"),
-        clients: cidrs(&mut c, None, raw.proxy.clients.unwrap_or_else(|| DEFAULT_CLIENTS.map(String::from).to_vec())),
+        listen: listen(
+            &mut c,
+            "listen:",
+            raw.proxy.listen.as_deref(),
+            "0.0.0.0:8080",
+        ),
+        clients: cidrs(
+            &mut c,
+            None,
+            raw.proxy
+                .clients
+                .unwrap_or_else(|| DEFAULT_CLIENTS.map(String::from).to_vec()),
+        ),
     };
     let control_listen_text = raw.control.listen.clone();
     let control = ControlConfig {
-        listen: listen(&mut c, "listen:", control_listen_text.as_deref(), "127.0.0.1:8081"),
+        listen: listen(
+            &mut c,
+            "listen:",
+            control_listen_text.as_deref(),
+            "127.0.0.1:8081",
+        ),
         token: raw.control.token.filter(|t| !t.is_empty()),
     };
-    let ca = CaConfig { dir: raw.ca.dir.unwrap_or_else(|| PathBuf::from("certs")) };
+    let ca = CaConfig {
+        dir: raw.ca.dir.unwrap_or_else(|| PathBuf::from("certs")),
+    };
     let mut map = Vec::new();
     for (host, to) in raw.upstream.map.unwrap_or_default() {
         match (normalize_host(&host), map_target(&to)) {
@@ -108,24 +164,50 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str, base: &Path) -> R
                 "write http://service:port (plain HTTP to it) or service:port (TLS kept, SNI unchanged)".to_owned()),
         }
     }
-    let upstream = UpstreamConfig { trust: raw.upstream.trust, map, strict_tls: raw.upstream.strict_tls.unwrap_or(true) };
+    let upstream = UpstreamConfig {
+        trust: raw.upstream.trust,
+        map,
+        strict_tls: raw.upstream.strict_tls.unwrap_or(true),
+    };
     let lan_prefix = raw.sandbox.lan_prefix.unwrap_or(24);
     if lan_prefix > 32 {
-        c.find(None, "lan_prefix", &lan_prefix.to_string(), "lan-prefix", "an IPv4 prefix length is 0 to 32".to_owned());
+        c.find(
+            None,
+            "lan_prefix",
+            &lan_prefix.to_string(),
+            "lan-prefix",
+            "an IPv4 prefix length is 0 to 32".to_owned(),
+        );
     }
-    let sandbox = SandboxConfig { skip_domain_check: raw.sandbox.skip_domain_check.unwrap_or(false), lan_prefix };
+    let sandbox = SandboxConfig {
+        skip_domain_check: raw.sandbox.skip_domain_check.unwrap_or(false),
+        lan_prefix,
+    };
     let mut apps: Vec<AppConfig> = Vec::new();
     for (i, app) in raw.apps.into_iter().enumerate() {
         if let Some(app) = validate_app(&mut c, i, app, base) {
             if apps.iter().any(|a| a.appid == app.appid) {
-                c.find(Some(i), &app.appid, &app.appid, "duplicate-appid",
-                    "this appid is configured twice: merge the two entries".to_owned());
+                c.find(
+                    Some(i),
+                    &app.appid,
+                    &app.appid,
+                    "duplicate-appid",
+                    "this appid is configured twice: merge the two entries".to_owned(),
+                );
             }
             apps.push(app);
         }
     }
     if c.findings.is_empty() {
-        Ok(Config { source: file.to_owned(), proxy, control, ca, upstream, sandbox, apps })
+        Ok(Config {
+            source: file.to_owned(),
+            proxy,
+            control,
+            ca,
+            upstream,
+            sandbox,
+            apps,
+        })
     } else {
         Err(c.findings)
     }
@@ -134,7 +216,13 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str, base: &Path) -> R
 fn listen(c: &mut Checker<'_>, key: &str, value: Option<&str>, default: &str) -> SocketAddr {
     let text = value.unwrap_or(default);
     text.parse().unwrap_or_else(|_| {
-        c.find(None, text, text, "listen", format!("{key} wants IP:PORT, e.g. {default}"));
+        c.find(
+            None,
+            text,
+            text,
+            "listen",
+            format!("{key} wants IP:PORT, e.g. {default}"),
+        );
         SocketAddr::from(([127, 0, 0, 1], 0))
     })
 }
@@ -143,9 +231,18 @@ fn cidrs(c: &mut Checker<'_>, app: Option<usize>, values: Vec<String>) -> Vec<Ip
     values
         .into_iter()
         .filter_map(|v| {
-            let parsed = v.parse::<IpNet>().ok().or_else(|| v.parse::<IpAddr>().ok().map(IpNet::from));
+            let parsed = v
+                .parse::<IpNet>()
+                .ok()
+                .or_else(|| v.parse::<IpAddr>().ok().map(IpNet::from));
             if parsed.is_none() {
-                c.find(app, &v, &v, "cidr", "wants a network like 192.168.1.0/24 or an address".to_owned());
+                c.find(
+                    app,
+                    &v,
+                    &v,
+                    "cidr",
+                    "wants a network like 192.168.1.0/24 or an address".to_owned(),
+                );
             }
             parsed
         })
@@ -161,19 +258,29 @@ fn map_target(to: &str) -> Option<MapTarget> {
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && !h.ends_with(':') => (h, p.parse::<u16>().ok().filter(|p| *p != 0)?),
+        Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
+            (h, p.parse::<u16>().ok().filter(|p| *p != 0)?)
+        }
         _ if plain && !rest.is_empty() && !rest.contains(':') => (rest, 80),
         _ if !plain && !rest.is_empty() && !rest.contains(':') => (rest, 443),
         _ => return None,
     };
     let host = host.to_owned();
-    Some(if plain { MapTarget::PlainHttp { host, port } } else { MapTarget::Tls { host, port } })
+    Some(if plain {
+        MapTarget::PlainHttp { host, port }
+    } else {
+        MapTarget::Tls { host, port }
+    })
 }
 
 fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Option<AppConfig> {
     let at = Some(i);
     let imported = raw.project.as_ref().map(|dir| {
-        let dir = if dir.is_absolute() { dir.clone() } else { base.join(dir) };
+        let dir = if dir.is_absolute() {
+            dir.clone()
+        } else {
+            base.join(dir)
+        };
         project::import(&dir)
     });
     let mut project_timeouts = RawTimeouts::default();
@@ -184,7 +291,11 @@ fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Opti
             project_timeouts = p.network_timeout;
         }
         Some(Err(message)) => {
-            let shown = raw.project.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            let shown = raw
+                .project
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             c.find(at, "project", &shown, "project", message);
         }
         None => {}
@@ -201,16 +312,32 @@ fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Opti
     let ms = |c: &mut Checker<'_>, name: &str, own: Option<u64>, project: Option<u64>| {
         let v = own.or(project)?;
         if v == 0 {
-            c.find(at, name, &format!("{name}: 0"), "timeout", "a timeout is a positive number of milliseconds".to_owned());
+            c.find(
+                at,
+                name,
+                &format!("{name}: 0"),
+                "timeout",
+                "a timeout is a positive number of milliseconds".to_owned(),
+            );
         }
         Some(Duration::from_millis(v))
     };
     let t = &raw.network_timeout;
     let network_timeout = NetworkTimeout {
         request: ms(c, "request", t.request, project_timeouts.request),
-        connect_socket: ms(c, "connectSocket", t.connect_socket, project_timeouts.connect_socket),
+        connect_socket: ms(
+            c,
+            "connectSocket",
+            t.connect_socket,
+            project_timeouts.connect_socket,
+        ),
         upload_file: ms(c, "uploadFile", t.upload_file, project_timeouts.upload_file),
-        download_file: ms(c, "downloadFile", t.download_file, project_timeouts.download_file),
+        download_file: ms(
+            c,
+            "downloadFile",
+            t.download_file,
+            project_timeouts.download_file,
+        ),
     };
     let d = raw.domains;
     let domains = DomainLists {
@@ -229,7 +356,13 @@ fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Opti
         None | Some("queue") => Overflow::Queue,
         Some("fail") => Overflow::Fail,
         Some(other) => {
-            c.find(at, other, other, "overflow", "overflow is queue (wait, as today's clients do) or fail".to_owned());
+            c.find(
+                at,
+                other,
+                other,
+                "overflow",
+                "overflow is queue (wait, as today's clients do) or fail".to_owned(),
+            );
             Overflow::Queue
         }
     };
@@ -237,14 +370,24 @@ fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Opti
         requests: l.requests.unwrap_or(defaults.requests),
         sockets: l.sockets.unwrap_or(defaults.sockets),
         overflow,
-        background_grace: l.background_grace_ms.map_or(defaults.background_grace, Duration::from_millis),
+        background_grace: l
+            .background_grace_ms
+            .map_or(defaults.background_grace, Duration::from_millis),
     };
     if limits.requests == 0 || limits.sockets == 0 {
-        c.find(at, "limits", "limits", "limits", "requests and sockets must be at least 1".to_owned());
+        c.find(
+            at,
+            "limits",
+            "limits",
+            "limits",
+            "requests and sockets must be at least 1".to_owned(),
+        );
     }
     Some(AppConfig {
         appid,
-        version: raw.version.map_or_else(|| "devtools".to_owned(), |v| v.text()),
+        version: raw
+            .version
+            .map_or_else(|| "devtools".to_owned(), |v| v.text()),
         project: raw.project,
         clients: cidrs(c, at, raw.clients),
         network_timeout,
@@ -255,7 +398,11 @@ fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Opti
 }
 
 fn is_appid(s: &str) -> bool {
-    s.len() == 18 && s.starts_with("wx") && s[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 18
+        && s.starts_with("wx")
+        && s[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Which list an entry is in: what scheme it must have.
@@ -267,22 +414,44 @@ pub enum ListKind {
     Udp,
 }
 
-fn list(c: &mut Checker<'_>, at: Option<usize>, name: &str, entries: Vec<String>, kind: ListKind) -> Vec<Origin> {
+fn list(
+    c: &mut Checker<'_>,
+    at: Option<usize>,
+    name: &str,
+    entries: Vec<String>,
+    kind: ListKind,
+) -> Vec<Origin> {
     if entries.len() > MAX_LIST {
-        c.find(at, &format!("{name}:"), name, "too-many",
-            format!("the {name} list has {} entries; the admin console takes at most {MAX_LIST}", entries.len()));
+        c.find(
+            at,
+            &format!("{name}:"),
+            name,
+            "too-many",
+            format!(
+                "the {name} list has {} entries; the admin console takes at most {MAX_LIST}",
+                entries.len()
+            ),
+        );
     }
     let mut out: Vec<Origin> = Vec::new();
     for entry in entries {
         match parse_entry(&entry, kind) {
             Ok(origin) => {
                 if out.contains(&origin) {
-                    c.find(at, &entry, &entry, "duplicate", format!("{origin} is already in the {name} list"));
+                    c.find(
+                        at,
+                        &entry,
+                        &entry,
+                        "duplicate",
+                        format!("{origin} is already in the {name} list"),
+                    );
                 } else {
                     out.push(origin);
                 }
             }
-            Err((rule, message)) => c.find(at, &entry, &entry, rule, format!("{name} list: {message}")),
+            Err((rule, message)) => {
+                c.find(at, &entry, &entry, rule, format!("{name} list: {message}"))
+            }
         }
     }
     out
@@ -295,7 +464,11 @@ fn list(c: &mut Checker<'_>, at: Option<usize>, name: &str, entries: Vec<String>
 pub fn parse_entry(entry: &str, kind: ListKind) -> Result<Origin, (&'static str, String)> {
     let s = entry.trim();
     if s.contains('*') {
-        return Err(("no-wildcard", "wildcards are not allowed: list each host (a parent domain doesn't cover subdomains)".to_owned()));
+        return Err((
+            "no-wildcard",
+            "wildcards are not allowed: list each host (a parent domain doesn't cover subdomains)"
+                .to_owned(),
+        ));
     }
     let (scheme, rest) = match s.split_once("://") {
         Some((sch, rest)) => (Some(sch.to_ascii_lowercase()), rest),
@@ -315,13 +488,22 @@ pub fn parse_entry(entry: &str, kind: ListKind) -> Result<Origin, (&'static str,
     // A single trailing slash is tolerated (the console strips it); any other path is not.
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#']) {
-        return Err(("no-path", "an entry is an origin only: remove the path".to_owned()));
+        return Err((
+            "no-path",
+            "an entry is an origin only: remove the path".to_owned(),
+        ));
     }
     if rest.contains('@') {
-        return Err(("invalid-entry", "an entry can't carry user:password@".to_owned()));
+        return Err((
+            "invalid-entry",
+            "an entry can't carry user:password@".to_owned(),
+        ));
     }
     if rest.starts_with('[') {
-        return Err(("no-ip", "IP addresses can't be listed (LAN addresses need no entry)".to_owned()));
+        return Err((
+            "no-ip",
+            "IP addresses can't be listed (LAN addresses need no entry)".to_owned(),
+        ));
     }
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => match p.parse::<u16>() {
@@ -332,13 +514,21 @@ pub fn parse_entry(entry: &str, kind: ListKind) -> Result<Origin, (&'static str,
     };
     let host = normalize_host(host).map_err(|e| ("invalid-host", e))?;
     if host.parse::<IpAddr>().is_ok() {
-        return Err(("no-ip", "IP addresses can't be listed; LAN addresses in the client's subnet need no entry".to_owned()));
+        return Err((
+            "no-ip",
+            "IP addresses can't be listed; LAN addresses in the client's subnet need no entry"
+                .to_owned(),
+        ));
     }
     if host == "localhost" || host.ends_with(".localhost") {
         return Err(("no-localhost", "localhost can't be listed".to_owned()));
     }
     if host == FORBIDDEN_HOST {
-        return Err(("forbidden-host", "api.weixin.qq.com can never be called from a mini program: call it from your server".to_owned()));
+        return Err((
+            "forbidden-host",
+            "api.weixin.qq.com can never be called from a mini program: call it from your server"
+                .to_owned(),
+        ));
     }
     Ok(Origin { scheme, host, port })
 }
@@ -352,7 +542,8 @@ pub fn normalize_host(host: &str) -> Result<String, String> {
     if host.is_empty() {
         return Err("empty host".to_owned());
     }
-    let ascii = idna::domain_to_ascii(host).map_err(|e| format!("{host:?} is not a valid host name ({e})"))?;
+    let ascii = idna::domain_to_ascii(host)
+        .map_err(|e| format!("{host:?} is not a valid host name ({e})"))?;
     if ascii.is_empty() || ascii.contains([' ', '_']) {
         return Err(format!("{host:?} is not a valid host name"));
     }
@@ -361,19 +552,41 @@ pub fn normalize_host(host: &str) -> Result<String, String> {
 
 fn dns_prefetch(c: &mut Checker<'_>, at: Option<usize>, entries: Vec<String>) -> Vec<String> {
     if entries.len() > MAX_DNS_PREFETCH {
-        c.find(at, "dns_prefetch", "dns_prefetch", "too-many",
-            format!("{} DNS prefetch hosts; at most {MAX_DNS_PREFETCH}", entries.len()));
+        c.find(
+            at,
+            "dns_prefetch",
+            "dns_prefetch",
+            "too-many",
+            format!(
+                "{} DNS prefetch hosts; at most {MAX_DNS_PREFETCH}",
+                entries.len()
+            ),
+        );
     }
     let mut out = Vec::new();
     for entry in entries {
         if entry.contains("://") {
-            c.find(at, &entry, &entry, "no-scheme", "DNS prefetch entries are host names without a scheme".to_owned());
+            c.find(
+                at,
+                &entry,
+                &entry,
+                "no-scheme",
+                "DNS prefetch entries are host names without a scheme".to_owned(),
+            );
             continue;
         }
         match parse_entry(&entry, ListKind::Tcp) {
             Ok(o) if o.port.is_none() => out.push(o.host),
-            Ok(_) => c.find(at, &entry, &entry, "no-port", "DNS prefetch entries have no port".to_owned()),
-            Err((rule, message)) => c.find(at, &entry, &entry, rule, format!("dns_prefetch: {message}")),
+            Ok(_) => c.find(
+                at,
+                &entry,
+                &entry,
+                "no-port",
+                "DNS prefetch entries have no port".to_owned(),
+            ),
+            Err((rule, message)) => {
+                c.find(at, &entry, &entry, rule, format!("dns_prefetch: {message}"))
+            }
         }
     }
     out
@@ -381,20 +594,60 @@ fn dns_prefetch(c: &mut Checker<'_>, at: Option<usize>, entries: Vec<String>) ->
 
 fn business_domains(c: &mut Checker<'_>, at: Option<usize>, entries: Vec<String>) -> Vec<String> {
     if entries.len() > MAX_BUSINESS_DOMAINS {
-        c.find(at, "business_domains", "business_domains", "too-many",
-            format!("{} business domains; at most {MAX_BUSINESS_DOMAINS}", entries.len()));
+        c.find(
+            at,
+            "business_domains",
+            "business_domains",
+            "too-many",
+            format!(
+                "{} business domains; at most {MAX_BUSINESS_DOMAINS}",
+                entries.len()
+            ),
+        );
     }
     let mut out = Vec::new();
     for entry in entries {
-        let bare = entry.trim().strip_prefix("https://").unwrap_or(entry.trim()).trim_end_matches('/');
+        let bare = entry
+            .trim()
+            .strip_prefix("https://")
+            .unwrap_or(entry.trim())
+            .trim_end_matches('/');
         if bare.contains("://") {
-            c.find(at, &entry, &entry, "https-only", "business domains are https only".to_owned());
+            c.find(
+                at,
+                &entry,
+                &entry,
+                "https-only",
+                "business domains are https only".to_owned(),
+            );
         } else if bare.contains(':') {
-            c.find(at, &entry, &entry, "no-port", "business domains can't carry a port".to_owned());
-        } else if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
-            c.find(at, &entry, &entry, "business-domain", "business domains hold letters, digits, '-' and '.' only".to_owned());
+            c.find(
+                at,
+                &entry,
+                &entry,
+                "no-port",
+                "business domains can't carry a port".to_owned(),
+            );
+        } else if bare.is_empty()
+            || !bare
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            c.find(
+                at,
+                &entry,
+                &entry,
+                "business-domain",
+                "business domains hold letters, digits, '-' and '.' only".to_owned(),
+            );
         } else if bare.parse::<IpAddr>().is_ok() {
-            c.find(at, &entry, &entry, "no-ip", "business domains can't be IP addresses".to_owned());
+            c.find(
+                at,
+                &entry,
+                &entry,
+                "no-ip",
+                "business domains can't be IP addresses".to_owned(),
+            );
         } else {
             out.push(bare.to_ascii_lowercase());
         }

@@ -4,7 +4,14 @@
 
 use std::net::IpAddr;
 
-use crate::config::{AppConfig, Config};
+use crate::config::AppConfig;
+
+mod identify;
+mod judge;
+mod refusal;
+#[cfg(test)]
+mod tests;
+mod url;
 
 /// The mini program API a call stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,26 +257,6 @@ pub struct Switches {
     pub lan_prefix: u8,
 }
 
-/// Rules 1-4 of SPEC section 3 for one call of one app.
-pub fn judge(app: &AppConfig, call: &Call<'_>, switches: Switches) -> Verdict {
-    let _ = (app, call, switches);
-    unimplemented!("policy::judge")
-}
-
-/// The CONNECT-level check: refuse a tunnel to `host:port` that is in none of the app's lists
-/// and not a LAN target (and never `api.weixin.qq.com`), so nothing is minted or relayed for it.
-/// Allows whatever a later per-request judgement could still allow.
-pub fn judge_connect(
-    app: &AppConfig,
-    client: IpAddr,
-    host: &str,
-    port: u16,
-    switches: Switches,
-) -> Verdict {
-    let _ = (app, client, host, port, switches);
-    unimplemented!("policy::judge_connect")
-}
-
 /// What the request carries that names its app (SPEC section 3, "Which app").
 #[derive(Debug, Clone, Copy)]
 pub struct AppHints<'a> {
@@ -282,18 +269,6 @@ pub struct AppHints<'a> {
     pub client: IpAddr,
 }
 
-/// The app of a call, in SPEC order; `None` means 407 (see [`unknown_app`]).
-pub fn identify_app<'c>(config: &'c Config, hints: &AppHints<'_>) -> Option<&'c AppConfig> {
-    let _ = (config, hints);
-    unimplemented!("policy::identify_app")
-}
-
-/// 407/600000 `{api}:fail unknown appid`.
-pub fn unknown_app(api: Api, url: &str) -> Refusal {
-    let _ = (api, url);
-    unimplemented!("policy::unknown_app")
-}
-
 /// What the request carries that names its API (SPEC section 3, "Which API").
 #[derive(Debug, Clone, Copy)]
 pub struct ApiHints<'a> {
@@ -304,12 +279,6 @@ pub struct ApiHints<'a> {
     pub content_type: Option<&'a str>,
 }
 
-/// The API a call stands for.
-pub fn detect_api(app: &AppConfig, hints: &ApiHints<'_>, url: &str) -> Api {
-    let _ = (app, hints, url);
-    unimplemented!("policy::detect_api")
-}
-
 /// `https://servicewechat.com/{appid}/{version}/page-frame.html`.
 pub fn referer(app: &AppConfig) -> String {
     format!(
@@ -318,14 +287,6 @@ pub fn referer(app: &AppConfig) -> String {
     )
 }
 
-impl Refusal {
-    /// The JSON body of SPEC section 4.
-    pub fn refusal_json(&self, appid: Option<&str>) -> String {
-        let _ = appid;
-        unimplemented!()
-    }
-    /// The errMsg as an ASCII header value (non-ASCII bytes percent-encoded).
-    pub fn errmsg_header(&self) -> String {
-        unimplemented!()
-    }
-}
+pub use identify::{detect_api, identify_app, unknown_app};
+pub use judge::{judge, judge_connect};
+pub use url::{parse_url, CallUrl, Host};

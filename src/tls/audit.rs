@@ -1,7 +1,14 @@
-//! The upstream TLS client and its audit (SPEC section 5): as strict as iOS ATS.
+//! The upstream TLS client and its audit (SPEC section 5): the chain must be trusted (system
+//! roots plus `upstream.trust`), the name and dates right, TLS 1.2 or newer. Failures are named
+//! as Chromium names them (`-202 ERR_CERT_AUTHORITY_INVALID`), with what to fix.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 use crate::policy::NetError;
 
@@ -23,7 +30,12 @@ pub enum Alpn {
 /// Upstream TLS client configs: strict (audited) and lax (skip switch on, or `strict_tls: false`).
 #[derive(Debug)]
 pub struct UpstreamTls {
-    _private: (),
+    strict: Arc<rustls::ClientConfig>,
+    lax: Arc<rustls::ClientConfig>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 impl UpstreamTls {
@@ -32,28 +44,241 @@ impl UpstreamTls {
     /// # Errors
     /// A trust file can't be read or holds no certificate.
     pub fn new(trust: &[PathBuf]) -> Result<Self, AuditError> {
-        let _ = trust;
-        unimplemented!()
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(native.certs);
+        if added == 0 {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        for path in trust {
+            let text = std::fs::read(path).map_err(|e| AuditError::Trust {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut text.as_slice())
+                .filter_map(Result::ok)
+                .collect();
+            if certs.is_empty() {
+                return Err(AuditError::Trust {
+                    path: path.clone(),
+                    message: "holds no PEM certificate".to_owned(),
+                });
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| AuditError::Trust {
+                    path: path.clone(),
+                    message: format!("unusable certificate: {e}"),
+                })?;
+            }
+        }
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| AuditError::Trust {
+                path: PathBuf::from("<roots>"),
+                message: e.to_string(),
+            })?;
+        let strict = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| AuditError::Trust {
+                path: PathBuf::new(),
+                message: e.to_string(),
+            })?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Strict { inner: verifier }))
+            .with_no_client_auth();
+        let lax = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| AuditError::Trust {
+                path: PathBuf::new(),
+                message: e.to_string(),
+            })?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
+            .with_no_client_auth();
+        Ok(UpstreamTls {
+            strict: Arc::new(strict),
+            lax: Arc::new(lax),
+        })
     }
+
     /// The client config to connect with. `strict` = the audit of SPEC section 5; otherwise
     /// any certificate is accepted (like the devtools' "do not verify TLS").
     pub fn client_config(&self, strict: bool, alpn: Alpn) -> Arc<rustls::ClientConfig> {
-        let _ = (strict, alpn);
-        unimplemented!()
+        let mut config = if strict {
+            (*self.strict).clone()
+        } else {
+            (*self.lax).clone()
+        };
+        config.alpn_protocols = match alpn {
+            Alpn::H2AndHttp11 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Alpn::Http11 => vec![b"http/1.1".to_vec()],
+        };
+        Arc::new(config)
     }
-    /// After a successful strict handshake: the checks the verifier can't see (TLS version,
-    /// forward-secret cipher).
+
+    /// After a successful strict handshake: the checks the verifier can't see (TLS version).
     ///
     /// # Errors
     /// The session fails a check.
     pub fn check_session(&self, conn: &rustls::ClientConnection) -> Result<(), NetError> {
-        let _ = conn;
-        unimplemented!()
+        match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_2 | rustls::ProtocolVersion::TLSv1_3) | None => {
+                Ok(())
+            }
+            Some(v) => Err(NetError {
+                code: -113,
+                name: "ERR_SSL_VERSION_OR_CIPHER_MISMATCH",
+                detail: format!("the server negotiated {v:?}; enable TLS 1.2 or newer"),
+            }),
+        }
+    }
+}
+
+/// The strict verifier: webpki's checks, failures classified.
+#[derive(Debug)]
+struct Strict {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for Strict {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The lax verifier: any certificate (the skip switch, `strict_tls: false`).
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
 /// Map a failed TLS handshake (the io::Error tokio-rustls returns) to the Chromium error.
 pub fn classify_handshake_error(err: &std::io::Error) -> NetError {
-    let _ = err;
-    unimplemented!()
+    let net = |code, name, detail: String| NetError { code, name, detail };
+    let Some(tls) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return match err.kind() {
+            std::io::ErrorKind::ConnectionReset => net(
+                -101,
+                "ERR_CONNECTION_RESET",
+                format!("TLS handshake: {err}"),
+            ),
+            std::io::ErrorKind::UnexpectedEof => net(
+                -324,
+                "ERR_EMPTY_RESPONSE",
+                "the server closed the connection during the TLS handshake".to_owned(),
+            ),
+            _ => net(
+                -107,
+                "ERR_SSL_PROTOCOL_ERROR",
+                format!("TLS handshake: {err}"),
+            ),
+        };
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => net(
+                -200,
+                "ERR_CERT_COMMON_NAME_INVALID",
+                "the certificate doesn't name this host: add it to the certificate's subjectAltName".to_owned(),
+            ),
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => net(
+                -201,
+                "ERR_CERT_DATE_INVALID",
+                format!("the certificate is outside its validity dates ({cert:?}): renew it"),
+            ),
+            CertificateError::UnknownIssuer => net(
+                -202,
+                "ERR_CERT_AUTHORITY_INVALID",
+                "the chain doesn't lead to a trusted root: serve the full chain (leaf + intermediates) \
+                 and use a certificate from a public CA (or add your CA to upstream.trust for tests)"
+                    .to_owned(),
+            ),
+            CertificateError::BadSignature | CertificateError::UnsupportedSignatureAlgorithmContext { .. } => net(
+                -208,
+                "ERR_CERT_WEAK_SIGNATURE_ALGORITHM",
+                "a certificate in the chain is signed with a weak or unsupported algorithm: reissue with SHA-256 or stronger".to_owned(),
+            ),
+            other => net(-202, "ERR_CERT_AUTHORITY_INVALID", format!("the certificate was refused: {other:?}")),
+        },
+        rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion)
+        | rustls::Error::PeerIncompatible(_) => net(
+            -113,
+            "ERR_SSL_VERSION_OR_CIPHER_MISMATCH",
+            format!("no common TLS version or cipher ({tls}): enable TLS 1.2 or newer with ECDHE ciphers"),
+        ),
+        other => net(-107, "ERR_SSL_PROTOCOL_ERROR", format!("TLS handshake failed: {other}")),
+    }
 }
