@@ -9,10 +9,16 @@ use common::*;
 use tokio::process::Command;
 
 async fn curl(args: &[&str]) -> (i32, Vec<u8>, String) {
-    let out = tokio::time::timeout(WAIT, Command::new("curl").args(args).output())
-        .await
-        .expect("curl timed out")
-        .expect("curl must be installed (apt-get install -y curl)");
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new("curl")
+            .args(["--max-time", "15"])
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("curl timed out")
+    .expect("curl must be installed (apt-get install -y curl)");
     (
         out.status.code().unwrap_or(-1),
         out.stdout,
@@ -38,7 +44,8 @@ async fn curl_get_and_post_with_expect_100_continue() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(body, (0..1024).map(pattern).collect::<Vec<u8>>());
 
-    // 2 MiB upload with Expect: 100-continue (curl waits for the 100 before sending the body).
+    // 2 MiB upload with Expect: 100-continue over HTTP/1.1: curl waits up to 30 s for the 100
+    // before sending the body, so this finishing in time proves the proxy sent it.
     let upload: Vec<u8> = (0..2 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
     let file = proxy.dir.path().join("upload.bin");
     std::fs::write(&file, &upload).unwrap();
@@ -53,8 +60,27 @@ async fn curl_get_and_post_with_expect_100_continue() {
         "Expect: 100-continue",
         "-H",
         "Content-Type: application/octet-stream",
+        "--http1.1",
         "--expect100-timeout",
         "30",
+        "--data-binary",
+        &data,
+        &format!("https://{API_HOST}/echo"),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha256(&body), sha256(&upload));
+    // Over HTTP/2 hyper can't send a 100 (no informational responses): curl sends the body after
+    // its expect timeout (1 s by default) and the upload still passes byte-exact.
+    let (code, body, err) = curl(&[
+        "-sS",
+        "-x",
+        &proxy_url,
+        "--cacert",
+        ca,
+        "--http2",
+        "-H",
+        "Expect: 100-continue",
         "--data-binary",
         &data,
         &format!("https://{API_HOST}/echo"),

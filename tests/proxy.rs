@@ -160,7 +160,7 @@ async fn wss_echo_keeps_order_types_and_close_code() {
         .await
         .unwrap()
         .unwrap()
-        .unwrap();
+        .expect("the echoed close frame");
     match close {
         Message::Close(Some(frame)) => {
             assert_eq!(frame.code, CloseCode::Library(4001));

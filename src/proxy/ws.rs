@@ -183,7 +183,7 @@ async fn pump(
                 Ok(n) => {
                     up_frames.feed(&up_buf[..n]);
                     up += n as u64;
-                    if server_wr.write_all(&up_buf[..n]).await.is_err() {
+                    if server_wr.write_all(&up_buf[..n]).await.is_err() || server_wr.flush().await.is_err() {
                         break Outcome::Ok;
                     }
                 }
@@ -196,7 +196,7 @@ async fn pump(
                 Ok(n) => {
                     down_frames.feed(&down_buf[..n]);
                     down += n as u64;
-                    if client_wr.write_all(&down_buf[..n]).await.is_err() {
+                    if client_wr.write_all(&down_buf[..n]).await.is_err() || client_wr.flush().await.is_err() {
                         break Outcome::Ok;
                     }
                 }
