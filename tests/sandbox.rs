@@ -190,22 +190,9 @@ async fn unknown_app_is_407_with_proxy_authenticate() {
 async fn apps_are_told_apart_by_proxy_user_header_and_referer() {
     let (proxy, backend, _ca) = setup(Some(two_apps())).await;
     // Proxy-Authorization user on the CONNECT (how a phone authenticates).
-    let with_user = client_builder(&proxy)
-        .proxy(
-            reqwest::Proxy::all(format!(
-                "http://{OTHER_APPID}:x@{}",
-                proxy.running.proxy_addr
-            ))
-            .unwrap(),
-        )
-        .build()
-        .unwrap();
-    let r = with_user
-        .get(format!("https://{OTHER_HOST}/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) =
+        get_via_tunnel(&proxy, OTHER_HOST, "/", &proxy_auth_header(OTHER_APPID)).await;
+    assert_eq!(status, 200);
     // The same host is not in the first app's list: X-Wxsandbox-Appid names that one.
     let r = client(&proxy)
         .get(format!("https://{OTHER_HOST}/"))

@@ -44,6 +44,7 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
         proxy_authorization: get_str(h, "proxy-authorization").map(str::to_owned),
         appid_header: get_str(h, APPID_HEADER).map(str::to_owned),
     };
+    debug!(target = %authority, authenticated = tunnel.proxy_authorization.is_some(), "CONNECT");
     let shared = conn.shared.clone();
     if !host.eq_ignore_ascii_case(certpage::CERT_HOST) {
         let hints = AppHints {

@@ -441,7 +441,7 @@ pub async fn setup(apps: Option<String>) -> (TestProxy, Backend, TestCa) {
     init_crypto();
     let ca = TestCa::new("wxsandbox test upstream CA");
     let backend = start_backend(Some(
-        ca.server_config(&[API_HOST, WS_HOST], &[b"h2", b"http/1.1"]),
+        ca.server_config(&[API_HOST, WS_HOST, OTHER_HOST], &[b"h2", b"http/1.1"]),
     ))
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -450,7 +450,11 @@ pub async fn setup(apps: Option<String>) -> (TestProxy, Backend, TestCa) {
     let yaml = base_yaml(
         dir.path(),
         &trust,
-        &[(API_HOST, to.clone()), (WS_HOST, to)],
+        &[
+            (API_HOST, to.clone()),
+            (WS_HOST, to.clone()),
+            (OTHER_HOST, to),
+        ],
         &apps.unwrap_or_else(one_app),
     );
     let proxy = start_proxy_yaml(yaml, dir, &ca).await;
@@ -638,4 +642,47 @@ pub async fn set_phase(proxy: &TestProxy, appid: &str, phase: &str, client: Opti
         .unwrap()
         .status()
         .as_u16()
+}
+
+/// One GET through a hand-made CONNECT tunnel (with `connect_headers`, e.g. a phone's
+/// Proxy-Authorization), over HTTP/1.1 inside TLS; returns the status and the body.
+pub async fn get_via_tunnel(
+    proxy: &TestProxy,
+    host: &str,
+    path: &str,
+    connect_headers: &str,
+) -> (u16, String) {
+    use http_body_util::Empty;
+    let (tcp, head) = connect_tunnel(
+        proxy.running.proxy_addr,
+        &format!("{host}:443"),
+        connect_headers,
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let tls = tokio_rustls::TlsConnector::from(tls_client(&proxy.ca_pem, &[b"http/1.1"]))
+        .connect(host.to_owned().try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `Proxy-Authorization: Basic base64(user:password)` as a header line.
+pub fn proxy_auth_header(user: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Proxy-Authorization: Basic {}\r\n",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:x"))
+    )
 }
