@@ -66,6 +66,22 @@ pub struct Record {
     pub http_version: String,
 }
 
+/// Upper bounds (seconds) of the latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
+/// Counters behind `/metrics`, kept for every call (the ring forgets, these don't).
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// (api, outcome, rule or "") → calls.
+    pub calls: std::collections::BTreeMap<(String, &'static str, String), u64>,
+    /// Cumulative counts per bucket of [`LATENCY_BUCKETS`], then the total.
+    pub latency_buckets: [u64; LATENCY_BUCKETS.len()],
+    pub latency_count: u64,
+    pub latency_sum_seconds: f64,
+}
+
 /// The bounded ring and its live feed.
 #[derive(Debug)]
 pub struct CallLog {
@@ -73,6 +89,7 @@ pub struct CallLog {
     capacity: usize,
     next_id: std::sync::atomic::AtomicU64,
     feed: broadcast::Sender<Record>,
+    counters: Mutex<Counters>,
 }
 
 impl CallLog {
@@ -83,6 +100,7 @@ impl CallLog {
             capacity,
             next_id: std::sync::atomic::AtomicU64::new(1),
             feed,
+            counters: Mutex::new(Counters::default()),
         }
     }
 
@@ -94,6 +112,27 @@ impl CallLog {
 
     /// Record a finished call.
     pub fn push(&self, record: Record) {
+        {
+            let mut c = self
+                .counters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let key = (
+                record.api.clone(),
+                record.outcome.as_str(),
+                record.rule.clone().unwrap_or_default(),
+            );
+            *c.calls.entry(key).or_default() += 1;
+            let seconds = record.duration_ms as f64 / 1000.0;
+            for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+                if seconds <= *le {
+                    c.latency_buckets[i] += 1;
+                }
+            }
+            c.latency_count += 1;
+            c.latency_sum_seconds += seconds;
+        }
+        // No subscriber is not an error: nobody is watching the live feed.
         let _ = self.feed.send(record.clone());
         let mut ring = self
             .ring
@@ -112,6 +151,14 @@ impl CallLog {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         ring.iter().rev().take(limit).cloned().collect()
+    }
+
+    /// A copy of the counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Live records from now on.

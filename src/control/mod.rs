@@ -4,8 +4,14 @@
 //! |---|---|
 //! | `GET /healthz` | 200 `ok` |
 //! | `GET /ca.pem`, `GET /ca.crt` | the CA, PEM and DER |
-//! | `GET /api/state` | the skip switch and the apps |
+//! | `GET /` | the dashboard (assets compiled in) |
+//! | `GET /api/state` | the skip switch and every app instance with its counts |
+//! | `POST /api/apps/{appid}/background`, `.../foreground` | optional `?client=IP` |
 //! | `PUT /api/skip-domain-check` | body `{"enabled":bool}` |
+//! | `GET /api/log?limit=N&appid=&outcome=&q=` | the latest calls, newest first |
+//! | `GET /api/events` | the same, live (server-sent events) |
+//! | `GET /api/har` | the ring as HAR 1.2 |
+//! | `GET /metrics` | Prometheus text |
 //!
 //! Mutations need `Authorization: Bearer {control.token}` when a token is set.
 
@@ -23,6 +29,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tracing::{debug, warn, Instrument};
 
+mod dashboard;
+mod export;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures_util::stream;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::calllog::Record;
 use crate::proxy::answer::status_only;
 use crate::proxy::body::{full, Body};
 use crate::proxy::certpage;
@@ -86,8 +104,30 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<B
         (Method::GET, "/healthz") => status_only(StatusCode::OK, "ok"),
         (Method::GET, "/ca.pem") => certpage::ca_pem(&shared),
         (Method::GET, "/ca.crt") => certpage::ca_der(&shared),
+        (Method::GET, "/" | "/index.html") => dashboard::page(),
+        (Method::GET, "/qr.svg") => dashboard::qr_svg(&req),
         (Method::GET, "/api/state") => json(StatusCode::OK, state_json(&shared)),
         (Method::PUT, "/api/skip-domain-check") => set_skip(req, &shared).await,
+        (Method::GET, "/api/log") => json(StatusCode::OK, log_json(&req, &shared)),
+        (Method::GET, "/api/events") => events(&shared),
+        (Method::GET, "/api/har") => {
+            let mut r = json(StatusCode::OK, export::har(&shared.log.latest(usize::MAX)));
+            r.headers_mut().insert(
+                http::header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"wxsandbox.har\""),
+            );
+            r
+        }
+        (Method::GET, "/metrics") => {
+            let mut r = status_only(StatusCode::OK, "");
+            *r.body_mut() = full(export::metrics(&shared));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (Method::POST, p) if p.starts_with("/api/apps/") => phase(&req, p, &shared),
         _ => status_only(StatusCode::NOT_FOUND, "not found"),
     };
     Ok(response)
@@ -142,13 +182,131 @@ async fn set_skip(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
 }
 
 fn state_json(shared: &Shared) -> String {
-    let apps: Vec<serde_json::Value> = shared
-        .config
-        .apps
-        .iter()
-        .map(|app| serde_json::json!({ "appid": app.appid, "instances": [] }))
+    serde_json::json!({
+        "skip_domain_check": shared.skip_domain_check(),
+        "apps": shared.instances.snapshot(),
+    })
+    .to_string()
+}
+
+/// A query parameter, percent-decoded.
+fn query<'r, B>(req: &'r Request<B>, name: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// `POST /api/apps/{appid}/background|foreground[?client=IP]`.
+fn phase<B>(req: &Request<B>, path: &str, shared: &Shared) -> Response<Body> {
+    let rest = path.trim_start_matches("/api/apps/");
+    let Some((appid, action)) = rest.split_once('/') else {
+        return status_only(StatusCode::NOT_FOUND, "not found");
+    };
+    let client =
+        match query(req, "client") {
+            None => None,
+            Some(text) => match text.parse::<IpAddr>() {
+                Ok(ip) => Some(ip.to_canonical()),
+                Err(_) => return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({ "error": format!("client={text} is not an IP address") })
+                        .to_string(),
+                ),
+            },
+        };
+    let result = match action {
+        "background" => shared.instances.background(appid, client),
+        "foreground" => shared.instances.foreground(appid, client),
+        _ => return status_only(StatusCode::NOT_FOUND, "not found"),
+    };
+    match result {
+        Ok(n) => {
+            tracing::info!(app = appid, client = ?client, state = action, instances = n, "app state changed");
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "appid": appid, "state": action, "instances": n }).to_string(),
+            )
+        }
+        Err(e) => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": e.to_string() }).to_string(),
+        ),
+    }
+}
+
+/// Does a record pass `/api/log`'s filters?
+fn keep(record: &Record, appid: Option<&str>, outcome: Option<&str>, text: Option<&str>) -> bool {
+    appid.is_none_or(|a| record.appid.as_deref() == Some(a))
+        && outcome.is_none_or(|o| record.outcome.as_str() == o)
+        && text.is_none_or(|t| {
+            let t = t.to_lowercase();
+            record.url.to_lowercase().contains(&t)
+                || record
+                    .errmsg
+                    .as_deref()
+                    .is_some_and(|m| m.to_lowercase().contains(&t))
+                || record
+                    .detail
+                    .as_deref()
+                    .is_some_and(|m| m.to_lowercase().contains(&t))
+        })
+}
+
+fn log_json<B>(req: &Request<B>, shared: &Shared) -> String {
+    let limit = query(req, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(100);
+    let (appid, outcome, text) = (query(req, "appid"), query(req, "outcome"), query(req, "q"));
+    let records: Vec<Record> = shared
+        .log
+        .latest(usize::MAX)
+        .into_iter()
+        .filter(|r| keep(r, appid.as_deref(), outcome.as_deref(), text.as_deref()))
+        .take(limit)
         .collect();
-    serde_json::json!({ "skip_domain_check": shared.skip_domain_check(), "apps": apps }).to_string()
+    serde_json::to_string(&records).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// How often an idle event stream gets a comment, so proxies and browsers keep it open.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// `GET /api/events`: one `data: {record}` per finished call, until shutdown.
+fn events(shared: &Shared) -> Response<Body> {
+    let rx = shared.log.subscribe();
+    let token = shared.shutdown.token.clone();
+    let frames = stream::unfold((rx, token), |(mut rx, token)| async move {
+        loop {
+            let next = tokio::select! {
+                () = token.cancelled() => return None,
+                next = tokio::time::timeout(KEEPALIVE, rx.recv()) => next,
+            };
+            let chunk = match next {
+                Err(_) => ": keep-alive\n\n".to_owned(),
+                Ok(Ok(record)) => format!(
+                    "data: {}\n\n",
+                    serde_json::to_string(&record).unwrap_or_default()
+                ),
+                Ok(Err(RecvError::Lagged(_))) => continue,
+                Ok(Err(RecvError::Closed)) => return None,
+            };
+            let frame: Result<Frame<Bytes>, crate::proxy::body::BoxError> =
+                Ok(Frame::data(Bytes::from(chunk)));
+            return Some((frame, (rx, token)));
+        }
+    });
+    let mut response = Response::new(crate::proxy::body::boxed(StreamBody::new(frames)));
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    response
 }
 
 fn json(status: StatusCode, body: String) -> Response<Body> {

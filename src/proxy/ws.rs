@@ -168,12 +168,9 @@ async fn pump(
     let (mut up_buf, mut down_buf) = (vec![0u8; BUFFER], vec![0u8; BUFFER]);
     let (mut up_frames, mut down_frames) = (FrameTracker::default(), FrameTracker::default());
     let (mut up, mut down) = (0u64, 0u64);
-    let (mut client_open, mut server_open) = (true, true);
+    let mut client_open = true;
     tokio::pin!(cut);
     let outcome = loop {
-        if !client_open && !server_open {
-            break Outcome::Ok;
-        }
         tokio::select! {
             read = client_rd.read(&mut up_buf), if client_open => match read {
                 Ok(0) | Err(_) => {
@@ -188,10 +185,11 @@ async fn pump(
                     }
                 }
             },
-            read = server_rd.read(&mut down_buf), if server_open => match read {
+            read = server_rd.read(&mut down_buf) => match read {
                 Ok(0) | Err(_) => {
-                    server_open = false;
+                    // The server closed: the socket is over, whatever the client does next.
                     let _ = client_wr.shutdown().await;
+                    break Outcome::Ok;
                 }
                 Ok(n) => {
                     down_frames.feed(&down_buf[..n]);
