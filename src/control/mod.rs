@@ -190,7 +190,7 @@ fn state_json(shared: &Shared) -> String {
 }
 
 /// A query parameter, percent-decoded.
-fn query<'r, B>(req: &'r Request<B>, name: &str) -> Option<String> {
+fn query<B>(req: &Request<B>, name: &str) -> Option<String> {
     req.uri().query()?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then(|| {

@@ -42,7 +42,7 @@ pub(crate) async fn handle(
     if conn.tunnel.is_none() && req.method() == Method::CONNECT {
         return Ok(connect::handle(req, conn));
     }
-    Ok(forward(req, &conn).await)
+    Ok(forward(req, conn).await)
 }
 
 /// Where a request goes: scheme, host, port, path; and whether the port was written.
@@ -134,7 +134,8 @@ pub const RESPONSE_TYPE_HEADER: &str = "x-wxsandbox-response-type";
 /// The platform's default timeout for every network API.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(60_000);
 
-async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+async fn forward(mut req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
+    let conn = &*conn;
     let target = match Target::of(&req, conn) {
         Ok(t) => t,
         Err(response) => return response,
