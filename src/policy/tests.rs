@@ -1,1 +1,686 @@
+//! Table-driven tests of the pure policy: every rule, every URL/app refusal row, the edge cases.
 
+use std::net::IpAddr;
+
+use super::*;
+use crate::config::{
+    parse_entry, AppConfig, Config, DomainLists, Limits, ListKind, NetworkTimeout,
+};
+
+const APPID: &str = "wx0123456789abcdef";
+
+fn app(request: &[&str], socket: &[&str], download: &[&str], tcp: &[&str]) -> AppConfig {
+    let list = |entries: &[&str], kind| {
+        entries
+            .iter()
+            .map(|e| parse_entry(e, kind).unwrap())
+            .collect()
+    };
+    AppConfig {
+        appid: APPID.to_owned(),
+        version: "devtools".to_owned(),
+        project: None,
+        clients: vec![],
+        network_timeout: NetworkTimeout::default(),
+        domains: DomainLists {
+            request: list(request, ListKind::Https),
+            socket: list(socket, ListKind::Wss),
+            upload_file: vec![],
+            download_file: list(download, ListKind::Https),
+            tcp: list(tcp, ListKind::Tcp),
+            udp: vec![],
+            dns_prefetch: vec![],
+        },
+        business_domains: vec![],
+        limits: Limits::default(),
+    }
+}
+
+fn standard() -> AppConfig {
+    app(
+        &[
+            "https://api.example.com",
+            "https://port.example.com:8443",
+            "https://a.com",
+            "https://xn--fiqs8s.cn",
+        ],
+        &["wss://ws.example.com"],
+        &["https://cdn.example.com"],
+        &[
+            "tcp.example.com:7000",
+            "db.example.com:3306",
+            "any.example.com",
+        ],
+    )
+}
+
+const SWITCHES: Switches = Switches {
+    skip_domain_check: false,
+    lan_prefix: 24,
+};
+const SKIP: Switches = Switches {
+    skip_domain_check: true,
+    lan_prefix: 24,
+};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// (rule, status, errno, errMsg) of a verdict, or None for Allow.
+fn verdict(
+    app: &AppConfig,
+    client: &str,
+    api: Api,
+    url: &str,
+    method: &str,
+    sw: Switches,
+) -> Option<(Rule, u16, i64, String, String)> {
+    match judge(
+        app,
+        &Call {
+            client: ip(client),
+            api,
+            url,
+            method,
+        },
+        sw,
+    ) {
+        Verdict::Allow => None,
+        Verdict::Refuse(r) => Some((r.rule, r.status, r.errno, r.errmsg, r.detail)),
+    }
+}
+
+mod judge {
+    use super::*;
+
+    const PHONE: &str = "192.168.1.20";
+
+    #[test]
+    fn allows_and_refuses_by_the_domain_lists() {
+        let a = standard();
+        let allowed: &[(Api, &str)] = &[
+            (Api::Request, "https://api.example.com/v1/user?id=1#frag"),
+            (Api::Request, "https://API.Example.COM/"),
+            (Api::Request, "https://api.example.com./trailing-dot"),
+            (Api::Request, "https://port.example.com:8443/x"),
+            (Api::Request, "https://user:pw@api.example.com/"),
+            (Api::Request, "https://中国.cn/"),
+            (Api::ConnectSocket, "wss://ws.example.com/chat"),
+            (Api::ConnectSocket, "wss://ws.example.com:9443/chat"),
+            (Api::DownloadFile, "https://cdn.example.com/file.zip"),
+            (Api::Tcp, "tcp://tcp.example.com:7000"),
+            (Api::Tcp, "tcp://any.example.com:7777"),
+        ];
+        for (api, url) in allowed {
+            assert_eq!(
+                verdict(&a, PHONE, *api, url, "GET", SWITCHES),
+                None,
+                "{api:?} {url}"
+            );
+        }
+        let refused: &[(Api, &str, Rule, &str)] = &[
+            (
+                Api::Request,
+                "https://api.example.com:443/v1",
+                Rule::DomainList,
+                "matches only URLs without a port",
+            ),
+            (
+                Api::Request,
+                "https://port.example.com/x",
+                Rule::DomainList,
+                "matches only port 8443",
+            ),
+            (
+                Api::Request,
+                "https://port.example.com:9443/x",
+                Rule::DomainList,
+                "matches only port 8443",
+            ),
+            (
+                Api::Request,
+                "http://api.example.com/",
+                Rule::DomainList,
+                "https only",
+            ),
+            (
+                Api::Request,
+                "https://sub.a.com/",
+                Rule::DomainList,
+                "parent domains don't cover subdomains",
+            ),
+            (
+                Api::Request,
+                "https://other.example.org/",
+                Rule::DomainList,
+                "is not in the request list",
+            ),
+            (
+                Api::Request,
+                "https://cdn.example.com/",
+                Rule::DomainList,
+                "request list",
+            ),
+            (
+                Api::UploadFile,
+                "https://api.example.com/",
+                Rule::DomainList,
+                "the uploadFile list is empty",
+            ),
+            (
+                Api::ConnectSocket,
+                "ws://ws.example.com/",
+                Rule::DomainList,
+                "wss only",
+            ),
+            (
+                Api::ConnectSocket,
+                "wss://api.example.com/",
+                Rule::DomainList,
+                "socket list",
+            ),
+            (
+                Api::Tcp,
+                "tcp://tcp.example.com:7005",
+                Rule::DomainList,
+                "matches only port 7000",
+            ),
+            (Api::Tcp, "tcp://db.example.com:3306", Rule::TcpPort, "3306"),
+            (
+                Api::Tcp,
+                "tcp://any.example.com:80",
+                Rule::TcpPort,
+                "port 80",
+            ),
+            (
+                Api::Tcp,
+                "tcp://any.example.com:8050",
+                Rule::TcpPort,
+                "8050",
+            ),
+        ];
+        for (api, url, rule, detail) in refused {
+            let (got, status, errno, errmsg, got_detail) =
+                verdict(&a, PHONE, *api, url, "GET", SWITCHES)
+                    .unwrap_or_else(|| panic!("{url} allowed"));
+            assert_eq!((got, status, errno), (*rule, 403, 600002), "{url}");
+            assert_eq!(
+                errmsg,
+                format!("{}:fail url not in domain list", api.errmsg_name()),
+                "{url}"
+            );
+            assert!(got_detail.contains(detail), "{url}: {got_detail}");
+        }
+    }
+
+    #[test]
+    fn invalid_urls_schemes_and_methods_are_400_600009() {
+        let a = standard();
+        for (api, url, method) in [
+            (Api::Request, "/relative/path", "GET"),
+            (Api::Request, "xxxhttps://api.example.com/", "GET"),
+            (Api::Request, "ftp://api.example.com/", "GET"),
+            (Api::Request, "https:///nohost", "GET"),
+            (Api::Request, "https://api.example.com:99999/", "GET"),
+            (Api::Request, "https://[::1/", "GET"),
+            (Api::Request, "wss://ws.example.com/", "GET"),
+            (Api::ConnectSocket, "https://ws.example.com/", "GET"),
+        ] {
+            let (rule, status, errno, errmsg, _) =
+                verdict(&a, PHONE, api, url, method, SWITCHES).unwrap();
+            assert_eq!(
+                (rule, status, errno),
+                (Rule::InvalidUrl, 400, 600009),
+                "{url}"
+            );
+            assert_eq!(
+                errmsg,
+                format!("{}:fail invalid url \"{url}\"", api.errmsg_name())
+            );
+        }
+        let (rule, status, errno, errmsg, _) = verdict(
+            &a,
+            PHONE,
+            Api::Request,
+            "https://api.example.com/",
+            "PATCH",
+            SWITCHES,
+        )
+        .unwrap();
+        assert_eq!(
+            (rule, status, errno, errmsg.as_str()),
+            (
+                Rule::InvalidUrl,
+                400,
+                600009,
+                "request:fail method is invalid"
+            )
+        );
+        assert_eq!(
+            verdict(
+                &a,
+                PHONE,
+                Api::Request,
+                "https://api.example.com/",
+                "options",
+                SWITCHES
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn api_weixin_qq_com_is_refused_even_with_the_skip_switch() {
+        let a = standard();
+        for sw in [SWITCHES, SKIP] {
+            for url in [
+                "https://api.weixin.qq.com/cgi-bin/token",
+                "https://API.WEIXIN.QQ.COM./sns",
+            ] {
+                let (rule, status, errno, _, _) =
+                    verdict(&a, PHONE, Api::Request, url, "GET", sw).unwrap();
+                assert_eq!((rule, status, errno), (Rule::ForbiddenHost, 403, 600002));
+            }
+        }
+    }
+
+    #[test]
+    fn the_lan_rule() {
+        let a = standard();
+        let cases: &[(&str, &str, bool)] = &[
+            (PHONE, "http://192.168.1.30:8080/api", true),
+            (PHONE, "ws://192.168.1.30:8080/ws", true),
+            (PHONE, "https://192.168.1.1/", true),
+            (PHONE, "http://192.168.1.20/", false), // its own address
+            (PHONE, "http://192.168.2.30/", false), // another subnet
+            (PHONE, "http://127.0.0.1:8080/", false), // loopback seen from a phone
+            (PHONE, "http://[fe80::1]/", false),    // IPv6 literals
+            (PHONE, "http://localhost:8080/", false),
+            (PHONE, "http://dev.localhost/", false),
+            ("127.0.0.2", "http://127.0.0.1:8080/", true), // a simulator and its host
+            ("::ffff:192.168.1.20", "http://192.168.1.30/", true), // a v4-mapped client
+            ("fe80::2", "http://192.168.1.30/", false),
+        ];
+        for (client, url, allowed) in cases {
+            let api = if url.starts_with("ws") {
+                Api::ConnectSocket
+            } else {
+                Api::Request
+            };
+            let got = verdict(&a, client, api, url, "GET", SWITCHES);
+            assert_eq!(got.is_none(), *allowed, "{client} -> {url}: {got:?}");
+            if let Some((rule, status, errno, _, _)) = got {
+                assert_eq!((rule, status, errno), (Rule::DomainList, 403, 600002));
+            }
+        }
+        // The prefix is configurable.
+        let wide = Switches {
+            skip_domain_check: false,
+            lan_prefix: 16,
+        };
+        assert_eq!(
+            verdict(&a, PHONE, Api::Request, "http://192.168.7.1/", "GET", wide),
+            None
+        );
+        // TCP to a LAN neighbour still can't use a forbidden port.
+        let (rule, ..) = verdict(
+            &a,
+            PHONE,
+            Api::Tcp,
+            "tcp://192.168.1.30:6379",
+            "CONNECT",
+            SWITCHES,
+        )
+        .unwrap();
+        assert_eq!(rule, Rule::TcpPort);
+        assert_eq!(
+            verdict(
+                &a,
+                PHONE,
+                Api::Tcp,
+                "tcp://192.168.1.30:9000",
+                "CONNECT",
+                SWITCHES
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn the_skip_switch_skips_rules_3_and_4_only() {
+        let a = standard();
+        for url in [
+            "https://unlisted.example/",
+            "http://1.2.3.4/",
+            "http://localhost/",
+            "https://api.example.com:443/",
+        ] {
+            assert_eq!(
+                verdict(&a, PHONE, Api::Request, url, "GET", SKIP),
+                None,
+                "{url}"
+            );
+        }
+        assert!(
+            verdict(&a, PHONE, Api::Request, "ftp://x/", "GET", SKIP).is_some(),
+            "rule 1 still applies"
+        );
+    }
+
+    #[test]
+    fn ip_refusals_say_why() {
+        let a = standard();
+        let (_, _, _, _, detail) = verdict(
+            &a,
+            PHONE,
+            Api::Request,
+            "http://192.168.1.20/",
+            "GET",
+            SWITCHES,
+        )
+        .unwrap();
+        assert!(detail.contains("own address"), "{detail}");
+        let (_, _, _, _, detail) =
+            verdict(&a, PHONE, Api::Request, "http://8.8.8.8/", "GET", SWITCHES).unwrap();
+        assert!(detail.contains("outside the client's /24"), "{detail}");
+    }
+}
+
+mod judge_connect {
+    use super::*;
+
+    fn connect(app: &AppConfig, host: &str, port: u16, sw: Switches) -> Option<Rule> {
+        match super::super::judge_connect(app, ip("192.168.1.20"), host, port, sw) {
+            Verdict::Allow => None,
+            Verdict::Refuse(r) => {
+                assert_eq!((r.status, r.errno), (403, 600002));
+                Some(r.rule)
+            }
+        }
+    }
+
+    #[test]
+    fn allows_what_a_request_could_still_allow() {
+        let a = standard();
+        for (host, port) in [
+            ("api.example.com", 443),
+            ("API.example.com", 443),
+            ("port.example.com", 8443),
+            ("ws.example.com", 443),
+            ("ws.example.com", 9443),
+            ("cdn.example.com", 443),
+            ("tcp.example.com", 7000),
+            ("192.168.1.30", 8080),
+            ("xn--fiqs8s.cn", 443),
+        ] {
+            assert_eq!(connect(&a, host, port, SWITCHES), None, "{host}:{port}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_no_list_could_match() {
+        let a = standard();
+        for (host, port, rule) in [
+            ("unlisted.example", 443, Rule::DomainList),
+            ("api.example.com", 8443, Rule::DomainList),
+            ("port.example.com", 443, Rule::DomainList),
+            ("127.0.0.1", 8080, Rule::DomainList),
+            ("[::1]", 443, Rule::DomainList),
+            ("localhost", 443, Rule::DomainList),
+            ("api.weixin.qq.com", 443, Rule::ForbiddenHost),
+        ] {
+            assert_eq!(
+                connect(&a, host, port, SWITCHES),
+                Some(rule),
+                "{host}:{port}"
+            );
+        }
+        assert_eq!(connect(&a, "unlisted.example", 443, SKIP), None);
+        assert_eq!(
+            connect(&a, "api.weixin.qq.com", 443, SKIP),
+            Some(Rule::ForbiddenHost)
+        );
+    }
+}
+
+mod identify_app {
+    use super::*;
+    use base64::Engine;
+
+    fn config(apps: Vec<AppConfig>) -> Config {
+        let mut c = Config::from_yaml_str("", "t").unwrap();
+        c.apps = apps;
+        c
+    }
+
+    fn named(appid: &str, clients: &[&str]) -> AppConfig {
+        let mut a = standard();
+        a.appid = appid.to_owned();
+        a.clients = clients.iter().map(|c| c.parse().unwrap()).collect();
+        a
+    }
+
+    fn basic(user: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:secret"))
+        )
+    }
+
+    #[test]
+    fn in_spec_order() {
+        let one = "wx1111111111111111";
+        let two = "wx2222222222222222";
+        let c = config(vec![named(one, &[]), named(two, &["192.168.1.0/24"])]);
+        fn hints<'a>(
+            auth: Option<&'a str>,
+            header: Option<&'a str>,
+            referer: Option<&'a str>,
+            client: &str,
+        ) -> AppHints<'a> {
+            AppHints {
+                proxy_authorization: auth,
+                appid_header: header,
+                referer,
+                client: ip(client),
+            }
+        }
+        let auth_one = basic(one);
+        let id = |h: AppHints<'_>| identify_app(&c, &h).map(|a| a.appid.clone());
+        assert_eq!(
+            id(hints(Some(&auth_one), Some(two), None, "192.168.1.5")).as_deref(),
+            Some(one)
+        );
+        assert_eq!(
+            id(hints(None, Some(one), None, "192.168.1.5")).as_deref(),
+            Some(one)
+        );
+        let referer = format!("https://servicewechat.com/{one}/0/page-frame.html");
+        assert_eq!(
+            id(hints(None, None, Some(&referer), "192.168.1.5")).as_deref(),
+            Some(one)
+        );
+        assert_eq!(
+            id(hints(None, None, None, "192.168.1.5")).as_deref(),
+            Some(two),
+            "clients CIDR"
+        );
+        assert_eq!(
+            id(hints(None, None, None, "10.0.0.5")),
+            None,
+            "two apps, nothing names one"
+        );
+        assert_eq!(
+            id(hints(None, Some("wx9999999999999999"), None, "192.168.1.5")),
+            None,
+            "named but unknown"
+        );
+        assert_eq!(
+            id(hints(Some("Bearer x"), None, None, "192.168.1.5")).as_deref(),
+            Some(two),
+            "not Basic: ignored"
+        );
+        let only = config(vec![named(one, &[])]);
+        let h = hints(None, None, None, "10.0.0.5");
+        assert_eq!(
+            identify_app(&only, &h).map(|a| a.appid.as_str()),
+            Some(one),
+            "the only app"
+        );
+    }
+
+    #[test]
+    fn unknown_app_is_407_600000() {
+        let r = unknown_app(Api::Request, "https://x/");
+        assert_eq!(
+            (r.status, r.errno, r.errmsg.as_str(), r.rule),
+            (407, 600000, "request:fail unknown appid", Rule::Appid)
+        );
+        let r = unknown_app(Api::ConnectSocket, "wss://x/");
+        assert_eq!(r.errmsg, "createSocketTask:fail unknown appid");
+    }
+}
+
+mod detect_api {
+    use super::*;
+
+    fn hints<'a>(
+        ws: bool,
+        header: Option<&'a str>,
+        method: &'a str,
+        ct: Option<&'a str>,
+    ) -> ApiHints<'a> {
+        ApiHints {
+            is_websocket_upgrade: ws,
+            api_header: header,
+            method,
+            content_type: ct,
+        }
+    }
+
+    #[test]
+    fn in_spec_order() {
+        let a = standard();
+        let u = "https://api.example.com/";
+        assert_eq!(
+            detect_api(&a, &hints(true, Some("request"), "GET", None), u),
+            Api::ConnectSocket
+        );
+        assert_eq!(
+            detect_api(&a, &hints(false, Some("uploadFile"), "GET", None), u),
+            Api::UploadFile
+        );
+        assert_eq!(
+            detect_api(&a, &hints(false, Some("downloadFile"), "GET", None), u),
+            Api::DownloadFile
+        );
+        assert_eq!(
+            detect_api(&a, &hints(false, Some("bogus"), "GET", None), u),
+            Api::Request
+        );
+        let mp = Some("multipart/form-data; boundary=x");
+        assert_eq!(
+            detect_api(&a, &hints(false, None, "POST", mp), u),
+            Api::UploadFile
+        );
+        assert_eq!(
+            detect_api(&a, &hints(false, None, "PUT", mp), u),
+            Api::Request
+        );
+        assert_eq!(
+            detect_api(
+                &a,
+                &hints(false, None, "GET", None),
+                "https://cdn.example.com/f"
+            ),
+            Api::DownloadFile
+        );
+        assert_eq!(
+            detect_api(&a, &hints(false, None, "GET", None), u),
+            Api::Request
+        );
+    }
+}
+
+mod refusal {
+    use super::*;
+
+    #[test]
+    fn json_body_and_ascii_header() {
+        let r = Refusal::charset(Api::Request, "https://a.com/", "bad".to_owned());
+        let v: serde_json::Value = serde_json::from_str(&r.refusal_json(Some(APPID))).unwrap();
+        for key in ["errMsg", "errno", "rule", "appid", "api", "url", "detail"] {
+            assert!(v.get(key).is_some(), "{key} missing in {v}");
+        }
+        assert_eq!(v["errno"], 602302);
+        assert_eq!(v["rule"], "charset");
+        let mut r = r;
+        r.errmsg = "request:fail 超时 100%".to_owned();
+        assert_eq!(r.errmsg_header(), "request:fail %E8%B6%85%E6%97%B6 100%25");
+        assert!(r.errmsg_header().is_ascii());
+    }
+
+    #[test]
+    fn run_time_rows() {
+        let rows = [
+            (
+                Refusal::background(Api::Request, "u"),
+                503,
+                600003,
+                "request:fail interrupted",
+                Rule::Background,
+            ),
+            (
+                Refusal::interrupted(Api::UploadFile, "u", 5000),
+                503,
+                600003,
+                "uploadFile:fail interrupted",
+                Rule::Interrupted,
+            ),
+            (
+                Refusal::concurrency(Api::Request, "u", 10),
+                429,
+                600007,
+                "request:fail exceed max task count",
+                Rule::Concurrency,
+            ),
+            (
+                Refusal::socket_concurrency("u", 6, 5),
+                429,
+                600007,
+                "createSocketTask:fail wcwss taskID=6 exceed max concurrent count",
+                Rule::Concurrency,
+            ),
+            (
+                Refusal::timeout(Api::DownloadFile, "u", 60000),
+                504,
+                5,
+                "downloadFile:fail timeout",
+                Rule::Timeout,
+            ),
+            (
+                Refusal::net(
+                    Api::Request,
+                    "u",
+                    Rule::Upstream,
+                    &NetError {
+                        code: -102,
+                        name: "ERR_CONNECTION_REFUSED",
+                        detail: String::new(),
+                    },
+                ),
+                502,
+                600001,
+                "request:fail -102:net::ERR_CONNECTION_REFUSED",
+                Rule::Upstream,
+            ),
+        ];
+        for (r, status, errno, errmsg, rule) in rows {
+            assert_eq!(
+                (r.status, r.errno, r.errmsg.as_str(), r.rule),
+                (status, errno, errmsg, rule)
+            );
+        }
+    }
+}

@@ -70,9 +70,11 @@ pub async fn decode_response(response: Response<Body>) -> Result<Response<Body>,
         Some(label) => match Encoding::for_label(label.as_bytes()) {
             Some(e) => e,
             // An unknown label: the platform can't convert it either.
-            None => return Err(format!(
+            None => {
+                return Err(format!(
                 "the response declares charset={label}, which is not a known encoding; send UTF-8"
-            )),
+            ))
+            }
         },
     };
     let (mut parts, body) = response.into_parts();
