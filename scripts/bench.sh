@@ -10,5 +10,5 @@ cd "$(dirname "$0")/.."
 bench=${BENCH_DIR:-../shared/bench}
 [ -x "$bench/peers.sh" ] || { echo "no harness at $bench (set BENCH_DIR)" >&2; exit 1; }
 cargo build --release --locked --bin wxsandbox
-exec "$bench/peers.sh" --only "${PEERS:-hudsucker}" \
+exec "$bench/peers.sh" --only "${PEERS:-hudsucker},wxsandbox" \
   --add wxsandbox 18090 '$BENCH_MITM_CA_CRT' "exec $PWD/$bench/wxsandbox-start.sh $PWD/target/release/wxsandbox"

@@ -1,0 +1,49 @@
+// Drives the dashboard in headless Chromium, step by step with the Rust test (tests/browser.rs):
+// the test writes a command per line on stdin, this script answers a line on stdout.
+//   node dashboard.mjs CONTROL_URL APPID SCREENSHOT
+import { chromium } from "playwright-core";
+import readline from "node:readline";
+
+const [controlUrl, appid, screenshot] = process.argv.slice(2);
+const say = (line) => process.stdout.write(line + "\n");
+const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const next = async () => (await lines.next()).value;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on("pageerror", (e) => say("page-error " + e.message));
+  await page.goto(controlUrl + "/");
+  await page.waitForSelector("#apps tbody tr");
+  say("opened");
+
+  // 1. A refused call, made by the test, appears live in red.
+  if ((await next()) !== "expect-refused") throw new Error("protocol");
+  const refused = page.locator("#calls tr.refused", { hasText: "unlisted.example" });
+  await refused.first().waitFor({ timeout: 5000 });
+  const text = await refused.first().innerText();
+  if (!text.includes("request:fail url not in domain list")) throw new Error("no errMsg in the row: " + text);
+  say("refused-seen");
+
+  // 2. Background the app while the test's slow call is in flight.
+  if ((await next()) !== "click-background") throw new Error("protocol");
+  await page.locator(`button[data-action="background"][data-appid="${appid}"]`).first().click();
+  say("clicked-background");
+  await page.locator("#calls tr.refused", { hasText: "interrupted" }).first().waitFor({ timeout: 5000 });
+  say("interrupted-seen");
+  await page.locator(`button[data-action="foreground"][data-appid="${appid}"]`).first().click();
+
+  // 3. The skip switch.
+  if ((await next()) !== "click-skip") throw new Error("protocol");
+  await page.click("#skip-switch");
+  await page.waitForFunction(() => document.getElementById("skip-state").textContent.includes("ON"), null, { timeout: 5000 });
+  say("skip-on");
+  await page.screenshot({ path: screenshot, fullPage: true });
+  say("screenshot " + screenshot);
+} finally {
+  await browser.close();
+}
