@@ -13,6 +13,7 @@
 //! - [`shutdown`]: one cancellation token and one task tracker for a bounded drain.
 
 pub mod calllog;
+pub mod check_cert;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -170,7 +170,40 @@ async fn check_cert(
     resolve: Vec<String>,
     format: OutputFormat,
 ) -> ExitCode {
-    let _ = (url, trust, resolve, format);
-    eprintln!("wxsandbox: check-cert is not available in this build yet");
-    ExitCode::FAILURE
+    use wxsandbox::check_cert::{check_cert, parse_resolve, url_host_port, CheckCertOptions};
+    let port = url_host_port(&url).map(|(_, p)| p).unwrap_or(443);
+    let resolve = match resolve
+        .iter()
+        .map(|r| parse_resolve(r, port))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wxsandbox: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match check_cert(&CheckCertOptions {
+        url,
+        trust,
+        resolve,
+    })
+    .await
+    {
+        Ok(report) => {
+            match format {
+                OutputFormat::Text => print!("{}", report.render_text()),
+                OutputFormat::Json => println!("{}", report.render_json()),
+            }
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("wxsandbox: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -16,15 +16,23 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 fn require(path: &std::path::Path, how: &str) {
-    assert!(path.exists(), "{} is missing: {how} (bash .ci/run does it)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: {how} (bash .ci/run does it)",
+        path.display()
+    );
 }
 
 #[tokio::test]
 async fn dashboard_shows_refusals_live_and_drives_background_and_the_skip_switch() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()));
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()));
     require(&chromium, "apt-get install -y chromium");
-    require(&repo.join("tests/browser/node_modules/playwright-core"), "cd tests/browser && npm ci");
+    require(
+        &repo.join("tests/browser/node_modules/playwright-core"),
+        "cd tests/browser && npm ci",
+    );
 
     let apps = format!(
         "apps:\n  - appid: {APPID}\n    domains: {{request: [https://{API_HOST}]}}\n    limits: {{background_grace_ms: 300}}\n"
@@ -52,26 +60,42 @@ async fn dashboard_shows_refusals_live_and_drives_background_and_the_skip_switch
             .unwrap_or_else(|_| panic!("the browser never said {want}"))
             .unwrap()
             .unwrap_or_else(|| panic!("the browser script ended before {want}"));
-        assert!(line.starts_with(want), "expected {want}, the browser said {line}");
+        assert!(
+            line.starts_with(want),
+            "expected {want}, the browser said {line}"
+        );
         line
     };
     expect("opened").await;
 
     // 1. A refused call appears live.
     let c = client(&proxy);
-    let r = c.get(format!("https://{API_HOST}/")).header("x-wxsandbox-url", "https://unlisted.example/").send().await.unwrap();
+    let r = c
+        .get(format!("https://{API_HOST}/"))
+        .header("x-wxsandbox-url", "https://unlisted.example/")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     stdin.write_all(b"expect-refused\n").await.unwrap();
     expect("refused-seen").await;
 
     // 2. A slow call in flight, then "Background" clicked: the call fails with interrupted.
     let slow = tokio::spawn(c.get(format!("https://{API_HOST}/slow/8000")).send());
-    assert!(eventually(Duration::from_secs(5), || async { http_in_flight(&proxy).await == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            http_in_flight(&proxy).await == 1
+        })
+        .await
+    );
     stdin.write_all(b"click-background\n").await.unwrap();
     expect("clicked-background").await;
     let r = slow.await.unwrap().unwrap();
     let (status, errno, errmsg, rule, _) = refusal_of(r).await;
-    assert_eq!((status, errno.as_str(), errmsg.as_str(), rule.as_str()), (503, "600003", "request:fail interrupted", "interrupted"));
+    assert_eq!(
+        (status, errno.as_str(), errmsg.as_str(), rule.as_str()),
+        (503, "600003", "request:fail interrupted", "interrupted")
+    );
     expect("interrupted-seen").await;
 
     // 3. The skip switch.
@@ -82,6 +106,9 @@ async fn dashboard_shows_refusals_live_and_drives_background_and_the_skip_switch
     println!("dashboard screenshot: {}", screenshot.display());
     assert!(line.ends_with(&screenshot.display().to_string()));
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 1000);
-    let status = tokio::time::timeout(Duration::from_secs(30), node.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), node.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "the browser script failed");
 }

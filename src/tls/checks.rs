@@ -5,7 +5,8 @@
 use rustls::pki_types::CertificateDer;
 use x509_parser::oid_registry::{
     OID_PKCS1_RSASSAPSS, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA,
-    OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ECDSA_WITH_SHA512, OID_SIG_ED25519,
+    OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ECDSA_WITH_SHA512,
+    OID_SIG_ED25519,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
@@ -37,15 +38,37 @@ pub struct Check {
 
 impl Check {
     pub fn pass(name: &'static str, seen: String) -> Self {
-        Check { name, passed: true, seen, fix: String::new(), error: None }
+        Check {
+            name,
+            passed: true,
+            seen,
+            fix: String::new(),
+            error: None,
+        }
     }
-    pub fn fail(name: &'static str, seen: String, fix: &str, code: i32, chromium: &'static str) -> Self {
-        Check { name, passed: false, seen, fix: fix.to_owned(), error: Some((code, chromium)) }
+    pub fn fail(
+        name: &'static str,
+        seen: String,
+        fix: &str,
+        code: i32,
+        chromium: &'static str,
+    ) -> Self {
+        Check {
+            name,
+            passed: false,
+            seen,
+            fix: fix.to_owned(),
+            error: Some((code, chromium)),
+        }
     }
     /// The failure as the platform reports it.
     pub fn net_error(&self) -> Option<NetError> {
         let (code, name) = self.error?;
-        Some(NetError { code, name, detail: format!("{} check failed: {}; {}", self.name, self.seen, self.fix) })
+        Some(NetError {
+            code,
+            name,
+            detail: format!("{} check failed: {}; {}", self.name, self.seen, self.fix),
+        })
     }
 }
 
@@ -128,10 +151,20 @@ fn signature_name(c: &X509Certificate<'_>) -> String {
 /// The checks x509 parsing can make before the chain is verified: self-signed leaf, signature
 /// hashes, leaf key size, validity length. `public_root`: the chain ends in a system root (the
 /// 398-day rule), not in `upstream.trust`.
-pub fn certificate_checks(end_entity: &[u8], intermediates: &[CertificateDer<'_>], public_root: bool) -> Vec<Check> {
+pub fn certificate_checks(
+    end_entity: &[u8],
+    intermediates: &[CertificateDer<'_>],
+    public_root: bool,
+) -> Vec<Check> {
     let mut out = Vec::new();
     let Ok((_, leaf)) = X509Certificate::from_der(end_entity) else {
-        out.push(Check::fail("parse", "the leaf certificate does not parse".to_owned(), "serve a valid X.509 certificate", -202, "ERR_CERT_AUTHORITY_INVALID"));
+        out.push(Check::fail(
+            "parse",
+            "the leaf certificate does not parse".to_owned(),
+            "serve a valid X.509 certificate",
+            -202,
+            "ERR_CERT_AUTHORITY_INVALID",
+        ));
         return out;
     };
     // Self-signed leaf.
@@ -153,13 +186,23 @@ pub fn certificate_checks(end_entity: &[u8], intermediates: &[CertificateDer<'_>
         if let Ok((_, c)) = X509Certificate::from_der(der) {
             let is_root = c.subject() == c.issuer();
             if !is_root && !strong_signature(&c) {
-                weak = Some(format!("{} is signed with {}", c.subject(), signature_name(&c)));
+                weak = Some(format!(
+                    "{} is signed with {}",
+                    c.subject(),
+                    signature_name(&c)
+                ));
                 break;
             }
         }
     }
     out.push(match weak {
-        Some(seen) => Check::fail("signature", seen, "reissue the certificate (and intermediates) with SHA-256 or stronger", -208, "ERR_CERT_WEAK_SIGNATURE_ALGORITHM"),
+        Some(seen) => Check::fail(
+            "signature",
+            seen,
+            "reissue the certificate (and intermediates) with SHA-256 or stronger",
+            -208,
+            "ERR_CERT_WEAK_SIGNATURE_ALGORITHM",
+        ),
         None => Check::pass("signature", signature_name(&leaf)),
     });
     // Leaf key size.
@@ -170,14 +213,24 @@ pub fn certificate_checks(end_entity: &[u8], intermediates: &[CertificateDer<'_>
         _ => false,
     };
     out.push(if weak_key {
-        Check::fail("key", key, "use an RSA key of at least 2048 bits or an ECDSA key of at least 256 bits", -211, "ERR_CERT_WEAK_KEY")
+        Check::fail(
+            "key",
+            key,
+            "use an RSA key of at least 2048 bits or an ECDSA key of at least 256 bits",
+            -211,
+            "ERR_CERT_WEAK_KEY",
+        )
     } else {
         Check::pass("key", key)
     });
     // Validity length (Apple counts whole days, inclusive).
     let v = leaf.validity();
     let days = (v.not_after.timestamp() - v.not_before.timestamp() + DAY) / DAY;
-    let limit = if public_root && v.not_before.timestamp() >= APPLE_398_SINCE { MAX_DAYS_PUBLIC } else { MAX_DAYS };
+    let limit = if public_root && v.not_before.timestamp() >= APPLE_398_SINCE {
+        MAX_DAYS_PUBLIC
+    } else {
+        MAX_DAYS
+    };
     out.push(if days > limit {
         Check::fail(
             "validity",
@@ -193,7 +246,11 @@ pub fn certificate_checks(end_entity: &[u8], intermediates: &[CertificateDer<'_>
 }
 
 /// The outcome of webpki's verification as audit lines: chain, name, dates.
-pub fn webpki_checks(result: &Result<(), rustls::Error>, incomplete_chain: bool, host: &str) -> Vec<Check> {
+pub fn webpki_checks(
+    result: &Result<(), rustls::Error>,
+    incomplete_chain: bool,
+    host: &str,
+) -> Vec<Check> {
     use rustls::CertificateError as E;
     let chain_ok = Check::pass("chain", "trusted".to_owned());
     let name_ok = Check::pass("name", format!("the certificate names {host}"));
@@ -230,7 +287,7 @@ pub fn webpki_checks(result: &Result<(), rustls::Error>, incomplete_chain: bool,
                 -202,
                 "ERR_CERT_AUTHORITY_INVALID",
             )],
-            E::UnsupportedSignatureAlgorithm | E::UnsupportedSignatureAlgorithmContext { .. } | E::BadSignature => vec![Check::fail(
+            E::UnsupportedSignatureAlgorithmContext { .. } | E::BadSignature => vec![Check::fail(
                 "signature",
                 format!("the chain's signature can't be verified ({e:?})"),
                 "reissue with SHA-256 or stronger",

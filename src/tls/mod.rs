@@ -3,4 +3,5 @@
 
 pub mod audit;
 pub mod ca;
+pub mod checks;
 pub mod leaf;
