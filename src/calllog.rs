@@ -43,7 +43,7 @@ pub struct Record {
     pub ts: String,
     pub appid: Option<String>,
     pub client: String,
-    pub api: String,
+    pub api: &'static str,
     pub method: String,
     pub url: String,
     pub outcome: Outcome,
@@ -51,7 +51,7 @@ pub struct Record {
     pub errno: Option<i64>,
     #[serde(rename = "errMsg")]
     pub errmsg: Option<String>,
-    pub rule: Option<String>,
+    pub rule: Option<&'static str>,
     pub detail: Option<String>,
     pub queue_ms: u64,
     pub duration_ms: u64,
@@ -59,9 +59,9 @@ pub struct Record {
     pub bytes_down: u64,
     /// For HAR: request and response headers (redacted), and the HTTP version.
     #[serde(skip)]
-    pub request_headers: Vec<(String, String)>,
+    pub request_headers: http::HeaderMap,
     #[serde(skip)]
-    pub response_headers: Vec<(String, String)>,
+    pub response_headers: http::HeaderMap,
     #[serde(skip)]
     pub http_version: String,
 }
@@ -75,7 +75,7 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
     /// (api, outcome, rule or "") → calls.
-    pub calls: std::collections::BTreeMap<(String, &'static str, String), u64>,
+    pub calls: std::collections::BTreeMap<(&'static str, &'static str, &'static str), u64>,
     /// Cumulative counts per bucket of [`LATENCY_BUCKETS`], then the total.
     pub latency_buckets: [u64; LATENCY_BUCKETS.len()],
     pub latency_count: u64,
@@ -118,9 +118,9 @@ impl CallLog {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let key = (
-                record.api.clone(),
+                record.api,
                 record.outcome.as_str(),
-                record.rule.clone().unwrap_or_default(),
+                record.rule.unwrap_or(""),
             );
             *c.calls.entry(key).or_default() += 1;
             let seconds = record.duration_ms as f64 / 1000.0;
@@ -133,7 +133,9 @@ impl CallLog {
             c.latency_sum_seconds += seconds;
         }
         // No subscriber is not an error: nobody is watching the live feed.
-        let _ = self.feed.send(record.clone());
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(record.clone());
+        }
         let mut ring = self
             .ring
             .lock()

@@ -208,7 +208,8 @@ pub struct Instances {
     limits: HashMap<String, Limits>,
     /// Config order, for stable listings.
     order: Vec<String>,
-    map: Mutex<HashMap<(String, IpAddr), Arc<Instance>>>,
+    /// appid → client → instance (looked up by &str: no allocation per call).
+    map: Mutex<HashMap<String, HashMap<IpAddr, Arc<Instance>>>>,
     /// Apps sent to the background as a whole: instances made later start there too.
     background_apps: Mutex<HashSet<String>>,
 }
@@ -237,19 +238,26 @@ impl Instances {
             .get(appid)
             .ok_or_else(|| UnknownApp(appid.to_owned()))?;
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        let instance = map.entry((appid.to_owned(), client)).or_insert_with(|| {
-            let background = self
-                .background_apps
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(appid);
-            let phase = if background {
-                Phase::Background
-            } else {
-                Phase::Foreground
-            };
-            Arc::new(Instance::new(appid, client, limits, phase))
-        });
+        if let Some(instance) = map.get(appid).and_then(|by_client| by_client.get(&client)) {
+            return Ok(instance.clone());
+        }
+        let instance = map
+            .entry(appid.to_owned())
+            .or_default()
+            .entry(client)
+            .or_insert_with(|| {
+                let background = self
+                    .background_apps
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(appid);
+                let phase = if background {
+                    Phase::Background
+                } else {
+                    Phase::Foreground
+                };
+                Arc::new(Instance::new(appid, client, limits, phase))
+            });
         Ok(instance.clone())
     }
 
@@ -303,7 +311,10 @@ impl Instances {
                     return Err(UnknownApp(appid.to_owned()));
                 }
                 let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-                Ok(map.values().filter(|i| i.appid == appid).cloned().collect())
+                Ok(map
+                    .get(appid)
+                    .map(|by_client| by_client.values().cloned().collect())
+                    .unwrap_or_default())
             }
         }
     }
@@ -315,10 +326,9 @@ impl Instances {
             .iter()
             .map(|appid| {
                 let mut instances: Vec<InstanceSnapshot> = map
-                    .values()
-                    .filter(|i| &i.appid == appid)
-                    .map(|i| i.snapshot())
-                    .collect();
+                    .get(appid)
+                    .map(|by_client| by_client.values().map(|i| i.snapshot()).collect())
+                    .unwrap_or_default();
                 instances.sort_by(|a, b| a.client.cmp(&b.client));
                 AppSnapshot {
                     appid: appid.clone(),

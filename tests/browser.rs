@@ -106,6 +106,7 @@ async fn dashboard_shows_refusals_live_and_drives_background_and_the_skip_switch
     println!("dashboard screenshot: {}", screenshot.display());
     assert!(line.ends_with(&screenshot.display().to_string()));
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 1000);
+    drop(stdin);
     let status = tokio::time::timeout(Duration::from_secs(30), node.wait())
         .await
         .unwrap()

@@ -542,6 +542,13 @@ pub fn normalize_host(host: &str) -> Result<String, String> {
     if host.is_empty() {
         return Err("empty host".to_owned());
     }
+    // The common case, on every call: plain ASCII letters, digits, '-' and '.'.
+    if host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Ok(host.to_ascii_lowercase());
+    }
     let ascii = idna::domain_to_ascii(host)
         .map_err(|e| format!("{host:?} is not a valid host name ({e})"))?;
     if ascii.is_empty() || ascii.contains([' ', '_']) {

@@ -21,10 +21,11 @@ pub fn har(records: &[Record]) -> String {
     .to_string()
 }
 
-fn headers(pairs: &[(String, String)]) -> Value {
+/// Headers as HAR name/value pairs, credentials redacted.
+fn headers(map: &http::HeaderMap) -> Value {
     Value::Array(
-        pairs
-            .iter()
+        crate::calllog::redact(map)
+            .into_iter()
             .map(|(n, v)| json!({ "name": n, "value": v }))
             .collect(),
     )
@@ -47,8 +48,8 @@ fn har_entry(r: &Record) -> Value {
     let status = r.status.unwrap_or(0);
     let mime = r
         .response_headers
-        .iter()
-        .find(|(n, _)| n == "content-type")
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
         .map_or_else(
             || {
                 if r.errno.is_some() {
@@ -57,7 +58,7 @@ fn har_entry(r: &Record) -> Value {
                     String::new()
                 }
             },
-            |(_, v)| v.clone(),
+            str::to_owned,
         );
     let wait = r.duration_ms.saturating_sub(r.queue_ms);
     json!({
@@ -86,7 +87,7 @@ fn har_entry(r: &Record) -> Value {
         },
         "cache": {},
         "timings": { "blocked": r.queue_ms, "send": 0, "wait": wait, "receive": 0 },
-        "comment": r.errmsg.clone().map(|m| format!("{m} ({})", r.rule.clone().unwrap_or_default())).unwrap_or_default(),
+        "comment": r.errmsg.clone().map(|m| format!("{m} ({})", r.rule.unwrap_or_default())).unwrap_or_default(),
     })
 }
 

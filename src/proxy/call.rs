@@ -15,7 +15,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-use crate::calllog::{redact, Outcome, Record};
+use crate::calllog::{Outcome, Record};
 use crate::policy::Refusal;
 use crate::proxy::body::BoxError;
 use crate::state::Shared;
@@ -31,7 +31,7 @@ pub(crate) struct CallMeta {
     pub api: &'static str,
     pub method: String,
     pub url: String,
-    pub request_headers: Vec<(String, String)>,
+    pub request_headers: HeaderMap,
     pub http_version: String,
 }
 
@@ -56,7 +56,7 @@ impl CallMeta {
             api: "request",
             method: method.to_owned(),
             url: url.to_owned(),
-            request_headers: redact(headers),
+            request_headers: headers.clone(),
             http_version: format!("{version:?}"),
         }
     }
@@ -69,7 +69,7 @@ pub(crate) struct End {
     pub queue_ms: u64,
     pub bytes_up: u64,
     pub bytes_down: u64,
-    pub response_headers: Vec<(String, String)>,
+    pub response_headers: HeaderMap,
 }
 
 /// Push the call's record.
@@ -86,14 +86,14 @@ pub(crate) fn record(
         ts: meta.ts,
         appid: meta.appid,
         client: meta.client.to_string(),
-        api: meta.api.to_owned(),
+        api: meta.api,
         method: meta.method,
         url: meta.url,
         outcome,
         status: refusal.map(|r| r.status).or(end.status),
         errno: refusal.map(|r| r.errno),
         errmsg: refusal.map(|r| r.errmsg.clone()),
-        rule: refusal.map(|r| r.rule.as_str().to_owned()),
+        rule: refusal.map(|r| r.rule.as_str()),
         detail: refusal.map(|r| r.detail.clone()),
         queue_ms: end.queue_ms,
         duration_ms,

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use tokio::time::sleep_until;
 
-use crate::calllog::redact;
 use crate::config::AppConfig;
 use crate::instances::{Instance, Phase};
 use crate::policy::{self, Api, ApiHints, AppHints, Refusal, Verdict};
@@ -266,7 +265,7 @@ async fn forward(mut req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
     let end = End {
         status: Some(response.status().as_u16()),
         queue_ms,
-        response_headers: redact(response.headers()),
+        response_headers: response.headers().clone(),
         ..End::default()
     };
     let cut_instance = instance.clone();

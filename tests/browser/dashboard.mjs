@@ -47,3 +47,4 @@ try {
 } finally {
   await browser.close();
 }
+process.exit(0);
