@@ -245,6 +245,11 @@ pub fn certificate_checks(
     out
 }
 
+/// Days from notBefore to notAfter, a partial day counting as one.
+pub fn validity_days(not_before: i64, not_after: i64) -> i64 {
+    (not_after - not_before + DAY - 1).div_euclid(DAY)
+}
+
 /// The outcome of webpki's verification as audit lines: chain, name, dates.
 pub fn webpki_checks(
     result: &Result<(), rustls::Error>,
@@ -297,5 +302,22 @@ pub fn webpki_checks(
             other => vec![Check::fail("chain", format!("{other:?}"), "fix the certificate chain", -202, "ERR_CERT_AUTHORITY_INVALID")],
         },
         Err(other) => vec![Check::fail("chain", other.to_string(), "fix the certificate chain", -202, "ERR_CERT_AUTHORITY_INVALID")],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_days_at_the_limits() {
+        assert_eq!(
+            validity_days(0, 825 * DAY),
+            825,
+            "openssl -days 825 is 825 days"
+        );
+        assert_eq!(validity_days(0, 825 * DAY + 1), 826);
+        assert_eq!(validity_days(0, 398 * DAY), 398);
+        assert_eq!(validity_days(0, 5 * 365 * DAY), 1825);
     }
 }
