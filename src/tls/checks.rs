@@ -225,7 +225,7 @@ pub fn certificate_checks(
     });
     // Validity length (Apple counts whole days, inclusive).
     let v = leaf.validity();
-    let days = (v.not_after.timestamp() - v.not_before.timestamp() + DAY) / DAY;
+    let days = validity_days(v.not_before.timestamp(), v.not_after.timestamp());
     let limit = if public_root && v.not_before.timestamp() >= APPLE_398_SINCE {
         MAX_DAYS_PUBLIC
     } else {
