@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
+use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -106,6 +107,33 @@ async fn dashboard_shows_refusals_live_and_drives_background_and_the_skip_switch
     println!("dashboard screenshot: {}", screenshot.display());
     assert!(line.ends_with(&screenshot.display().to_string()));
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 1000);
+
+    // 4. A full ring (10,000 calls): the page still loads, caps its rows and filters.
+    let fast = client_builder(&proxy).build().unwrap();
+    let mut calls = futures_util::stream::iter(0..10_000)
+        .map(|i| {
+            let fast = fast.clone();
+            async move {
+                fast.get(format!("https://{API_HOST}/"))
+                    .header(
+                        "x-wxsandbox-url",
+                        format!("https://api.weixin.qq.com/needle-{i}"),
+                    )
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }
+        })
+        .buffer_unordered(64);
+    let mut refused = 0;
+    while let Some(status) = calls.next().await {
+        assert_eq!(status.unwrap(), 403);
+        refused += 1;
+    }
+    assert_eq!(refused, 10_000);
+    stdin.write_all(b"check-full-ring\n").await.unwrap();
+    let line = expect("full-ring").await;
+    println!("dashboard with a full ring: {line}");
     drop(stdin);
     let status = tokio::time::timeout(Duration::from_secs(30), node.wait())
         .await

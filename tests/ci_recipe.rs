@@ -9,13 +9,20 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_healthy(control: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let ok = Command::new("curl").args(["-fsS", &format!("http://127.0.0.1:{control}/healthz")]).output().is_ok_and(|o| o.status.success());
+        let ok = Command::new("curl")
+            .args(["-fsS", &format!("http://127.0.0.1:{control}/healthz")])
+            .output()
+            .is_ok_and(|o| o.status.success());
         if ok {
             return;
         }
@@ -45,26 +52,55 @@ fn run_recipe(refuse: bool) -> i32 {
     wait_healthy(control);
     let proxy_url = format!("http://127.0.0.1:{proxy}");
     // The test suite: the install page always works; an unlisted host is refused.
-    let page = Command::new("curl").args(["-fsS", "-x", &proxy_url, "http://wxsandbox.cert/"]).output().unwrap();
-    assert!(page.status.success() && String::from_utf8_lossy(&page.stdout).contains("wxsandbox CA"));
+    let page = Command::new("curl")
+        .args(["-fsS", "-x", &proxy_url, "http://wxsandbox.cert/"])
+        .output()
+        .unwrap();
+    assert!(
+        page.status.success() && String::from_utf8_lossy(&page.stdout).contains("wxsandbox CA")
+    );
     if refuse {
         let ca = dir.path().join("ca/wxsandbox-ca.pem");
         let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_connect}", "-x", &proxy_url, "--cacert", ca.to_str().unwrap(), "https://unlisted.example/"])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_connect}",
+                "-x",
+                &proxy_url,
+                "--cacert",
+                ca.to_str().unwrap(),
+                "https://unlisted.example/",
+            ])
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
-        let log = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{control}/api/log?limit=50")]).output().unwrap();
+        let log = Command::new("curl")
+            .args([
+                "-s",
+                &format!("http://127.0.0.1:{control}/api/log?limit=50"),
+            ])
+            .output()
+            .unwrap();
         assert!(String::from_utf8_lossy(&log.stdout).contains("unlisted.example"));
     }
     // kill -TERM $proxy; wait $proxy
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status.code().unwrap_or(-1);
         }
-        assert!(Instant::now() < deadline, "the proxy did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -44,6 +44,18 @@ try {
   say("skip-on");
   await page.screenshot({ path: screenshot, fullPage: true });
   say("screenshot " + screenshot);
+
+  // 4. Usable with a full ring: the test made 10,000 more calls; reload and filter.
+  if ((await next()) !== "check-full-ring") throw new Error("protocol");
+  const started = Date.now();
+  await page.reload();
+  await page.waitForFunction(() => /\(1\d{4} in the log\)|\(10000 in the log\)/.test(document.getElementById("count").textContent), null, { timeout: 20000 });
+  const loadMs = Date.now() - started;
+  const rows = await page.locator("#calls tbody tr").count();
+  if (rows !== 500) throw new Error("expected the DOM capped at 500 rows, got " + rows);
+  await page.fill("#filter-text", "needle-9999");
+  await page.waitForFunction(() => document.querySelectorAll("#calls tbody tr").length === 1, null, { timeout: 5000 });
+  say("full-ring rows=" + rows + " load_ms=" + loadMs);
 } finally {
   await browser.close();
 }
