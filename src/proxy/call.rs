@@ -80,6 +80,10 @@ pub(crate) fn record(
     refusal: Option<&Refusal>,
     end: End,
 ) {
+    // Everything but a completed call or a client that went away counts for --fail-on-refusal.
+    if !matches!(outcome, Outcome::Ok | Outcome::Aborted) {
+        shared.count_refusal();
+    }
     let duration_ms = u64::try_from(meta.arrival.elapsed().as_millis()).unwrap_or(u64::MAX);
     shared.log.push(Record {
         id: meta.id,
