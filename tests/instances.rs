@@ -106,7 +106,7 @@ async fn each_appid_and_each_client_ip_gets_its_own_ten() {
         for appid in [APPID, OTHER_APPID] {
             for _ in 0..10 {
                 calls.push(tokio::spawn(
-                    c.get(api("/slow/600"))
+                    c.get(api("/slow/1500"))
                         .header("x-wxsandbox-appid", appid)
                         .send(),
                 ));
