@@ -16,7 +16,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_healthy(control: u16) {
+async fn wait_healthy(control: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         let ok = Command::new("curl")
@@ -26,12 +26,12 @@ fn wait_healthy(control: u16) {
         if ok {
             return;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the proxy never became healthy");
 }
 
-fn run_recipe(refuse: bool) -> i32 {
+async fn run_recipe(refuse: bool) -> i32 {
     let dir = tempfile::tempdir().unwrap();
     let (proxy, control) = (free_port(), free_port());
     let config = dir.path().join("ci.yaml");
@@ -49,7 +49,7 @@ fn run_recipe(refuse: bool) -> i32 {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_healthy(control);
+    wait_healthy(control).await;
     let proxy_url = format!("http://127.0.0.1:{proxy}");
     // The test suite: the install page always works; an unlisted host is refused.
     let page = Command::new("curl")
@@ -101,16 +101,16 @@ fn run_recipe(refuse: bool) -> i32 {
             Instant::now() < deadline,
             "the proxy did not exit after SIGTERM"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-#[test]
-fn a_refused_call_makes_the_job_fail_with_exit_3() {
-    assert_eq!(run_recipe(true), 3);
+#[tokio::test]
+async fn a_refused_call_makes_the_job_fail_with_exit_3() {
+    assert_eq!(run_recipe(true).await, 3);
 }
 
-#[test]
-fn no_refusal_exits_0() {
-    assert_eq!(run_recipe(false), 0);
+#[tokio::test]
+async fn no_refusal_exits_0() {
+    assert_eq!(run_recipe(false).await, 0);
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -129,21 +128,8 @@ async fn each_appid_and_each_client_ip_gets_its_own_ten() {
     );
 }
 
-async fn open_ws(
-    proxy: &TestProxy,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>,
-    tokio_tungstenite::tungstenite::Error,
-> {
-    let (tcp, head) = connect_tunnel(proxy.running.proxy_addr, &format!("{WS_HOST}:443"), "").await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let tls = tokio_rustls::TlsConnector::from(tls_client(&proxy.ca_pem, &[b"http/1.1"]))
-        .connect(WS_HOST.try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    tokio_tungstenite::client_async(format!("wss://{WS_HOST}/ws"), tls)
-        .await
-        .map(|(ws, _)| ws)
+async fn open_ws(proxy: &TestProxy) -> Result<Wss, tokio_tungstenite::tungstenite::Error> {
+    open_wss(proxy, "/ws").await
 }
 
 #[tokio::test]

@@ -73,13 +73,7 @@ async fn http2_to_the_client_inside_connect() {
 #[tokio::test]
 async fn two_hundred_requests_on_one_keep_alive_connection() {
     let (proxy, backend, _ca) = setup(None).await;
-    let (tcp, head) =
-        connect_tunnel(proxy.running.proxy_addr, &format!("{API_HOST}:443"), "").await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let tls = tokio_rustls::TlsConnector::from(tls_client(&proxy.ca_pem, &[b"http/1.1"]))
-        .connect(API_HOST.try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = tls_via_tunnel(&proxy, API_HOST, "").await;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -99,21 +93,8 @@ async fn two_hundred_requests_on_one_keep_alive_connection() {
     assert_eq!(seen[199].path, "/n/199");
 }
 
-async fn wss_through_proxy(
-    proxy: &TestProxy,
-    path: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>> {
-    let (tcp, head) = connect_tunnel(proxy.running.proxy_addr, &format!("{WS_HOST}:443"), "").await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let tls = tokio_rustls::TlsConnector::from(tls_client(&proxy.ca_pem, &[b"http/1.1"]))
-        .connect(WS_HOST.try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    let (ws, response) = tokio_tungstenite::client_async(format!("wss://{WS_HOST}{path}"), tls)
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 101);
-    ws
+async fn wss_through_proxy(proxy: &TestProxy, path: &str) -> Wss {
+    open_wss(proxy, path).await.unwrap()
 }
 
 #[tokio::test]
@@ -252,14 +233,8 @@ async fn plain_http_forwarding_in_absolute_form() {
 async fn leaf_names_the_host_and_chains_to_the_ca() {
     let (proxy, _backend, _ca) = setup(None).await;
     for host in [API_HOST, WS_HOST] {
-        let (tcp, head) =
-            connect_tunnel(proxy.running.proxy_addr, &format!("{host}:443"), "").await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         // The client trusts only the proxy's CA: the handshake itself proves the chain and name.
-        let tls = tokio_rustls::TlsConnector::from(tls_client(&proxy.ca_pem, &[b"http/1.1"]))
-            .connect(host.try_into().unwrap(), tcp)
-            .await
-            .unwrap();
+        let tls = tls_via_tunnel(&proxy, host, "").await;
         let certs = tls.get_ref().1.peer_certificates().unwrap();
         let (_, leaf) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
         let san = leaf.subject_alternative_name().unwrap().unwrap();

@@ -653,17 +653,7 @@ pub async fn get_via_tunnel(
     connect_headers: &str,
 ) -> (u16, String) {
     use http_body_util::Empty;
-    let (tcp, head) = connect_tunnel(
-        proxy.running.proxy_addr,
-        &format!("{host}:443"),
-        connect_headers,
-    )
-    .await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let tls = tokio_rustls::TlsConnector::from(tls_client(&proxy.ca_pem, &[b"http/1.1"]))
-        .connect(host.to_owned().try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = tls_via_tunnel(proxy, host, connect_headers).await;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -685,4 +675,36 @@ pub fn proxy_auth_header(user: &str) -> String {
         "Proxy-Authorization: Basic {}\r\n",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:x"))
     )
+}
+
+/// CONNECT to `host:443` (with `connect_headers`), then TLS trusting only the proxy's CA, HTTP/1.1.
+pub async fn tls_via_tunnel(
+    proxy: &TestProxy,
+    host: &str,
+    connect_headers: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let (tcp, head) = connect_tunnel(
+        proxy.running.proxy_addr,
+        &format!("{host}:443"),
+        connect_headers,
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tokio_rustls::TlsConnector::from(tls_client(&proxy.ca_pem, &[b"http/1.1"]))
+        .connect(host.to_owned().try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+pub type Wss = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// A wss client through the proxy to `wss://ws.example.com{path}`.
+pub async fn open_wss(
+    proxy: &TestProxy,
+    path: &str,
+) -> Result<Wss, tokio_tungstenite::tungstenite::Error> {
+    let tls = tls_via_tunnel(proxy, WS_HOST, "").await;
+    tokio_tungstenite::client_async(format!("wss://{WS_HOST}{path}"), tls)
+        .await
+        .map(|(ws, _)| ws)
 }
