@@ -203,14 +203,21 @@ async fn forward(mut req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
     }
     let url = admitted.url.as_str();
 
+    // One deadline timer and one background-cut future per call, shared by the queue wait, the
+    // upstream wait, the decoding and the response body.
+    let mut timer = Box::pin(sleep_until(deadline));
+    let cut_instance = instance.clone();
+    let mut cut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(async move { cut_instance.cut().await });
+
     // Rule 6: a slot (CORS preflights don't count), waiting in FIFO order with `overflow: queue`.
     let permit = if preflight {
         None
     } else {
         tokio::select! {
             biased;
-            () = instance.cut() => return refuse(shared, meta, &Refusal::interrupted(api, url, grace_ms(app)), origin.as_ref()),
-            () = sleep_until(deadline) => return refuse(shared, meta, &Refusal::timeout(api, url, timeout_ms), origin.as_ref()),
+            () = &mut cut => return refuse(shared, meta, &Refusal::interrupted(api, url, grace_ms(app)), origin.as_ref()),
+            () = &mut timer => return refuse(shared, meta, &Refusal::timeout(api, url, timeout_ms), origin.as_ref()),
             slot = instance.http_slot() => match slot {
                 Ok(permit) => Some(permit),
                 Err(_) => {
@@ -228,8 +235,8 @@ async fn forward(mut req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
     let client = shared.upstream.client(strict, false);
     let result = tokio::select! {
         biased;
-        () = instance.cut() => return refuse(shared, meta, &Refusal::interrupted(api, url, grace_ms(app)), origin.as_ref()),
-        () = sleep_until(deadline) => return refuse(shared, meta, &Refusal::timeout(api, url, timeout_ms), origin.as_ref()),
+        () = &mut cut => return refuse(shared, meta, &Refusal::interrupted(api, url, grace_ms(app)), origin.as_ref()),
+        () = &mut timer => return refuse(shared, meta, &Refusal::timeout(api, url, timeout_ms), origin.as_ref()),
         result = client.request(req) => result,
     };
     let mut response = match result {
@@ -246,8 +253,8 @@ async fn forward(mut req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
     if !arraybuffer && !preflight {
         let decoded = tokio::select! {
             biased;
-            () = instance.cut() => return refuse(shared, meta, &Refusal::interrupted(api, url, grace_ms(app)), origin.as_ref()),
-            () = sleep_until(deadline) => return refuse(shared, meta, &Refusal::timeout(api, url, timeout_ms), origin.as_ref()),
+            () = &mut cut => return refuse(shared, meta, &Refusal::interrupted(api, url, grace_ms(app)), origin.as_ref()),
+            () = &mut timer => return refuse(shared, meta, &Refusal::timeout(api, url, timeout_ms), origin.as_ref()),
             decoded = decode::decode_response(response) => decoded,
         };
         response = match decoded {
@@ -268,15 +275,14 @@ async fn forward(mut req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
         response_headers: response.headers().clone(),
         ..End::default()
     };
-    let cut_instance = instance.clone();
     let tracking = Tracking {
         shared: shared.clone(),
         meta,
         end,
         bytes_up,
         permit,
-        deadline: Some(Box::pin(sleep_until(deadline))),
-        cut: Some(Box::pin(async move { cut_instance.cut().await })),
+        deadline: Some(timer),
+        cut: Some(cut),
     };
     response.map(|b| body::boxed(Tracked::new(b, tracking)))
 }
