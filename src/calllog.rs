@@ -40,9 +40,10 @@ impl Outcome {
 pub struct Record {
     pub id: u64,
     /// RFC 3339 UTC.
-    pub ts: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ts: time::OffsetDateTime,
     pub appid: Option<String>,
-    pub client: String,
+    pub client: std::net::IpAddr,
     pub api: &'static str,
     pub method: String,
     pub url: String,

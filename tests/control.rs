@@ -167,7 +167,12 @@ async fn har_is_valid_har_1_2_with_credentials_redacted() {
     assert_eq!(entries.len(), 2);
     for e in entries {
         // HAR 1.2 required fields.
-        assert!(e["startedDateTime"].is_string());
+        let started = e["startedDateTime"].as_str().unwrap();
+        assert!(
+            time::OffsetDateTime::parse(started, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "{started} is not ISO 8601"
+        );
         assert!(e["time"].is_number());
         for (obj, keys) in [
             (

@@ -62,7 +62,7 @@ fn har_entry(r: &Record) -> Value {
         );
     let wait = r.duration_ms.saturating_sub(r.queue_ms);
     json!({
-        "startedDateTime": r.ts,
+        "startedDateTime": r.ts.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "time": r.duration_ms,
         "request": {
             "method": r.method,

@@ -24,7 +24,7 @@ use crate::state::Shared;
 #[derive(Debug, Clone)]
 pub(crate) struct CallMeta {
     pub id: u64,
-    pub ts: String,
+    pub ts: time::OffsetDateTime,
     pub arrival: Instant,
     pub appid: Option<String>,
     pub client: IpAddr,
@@ -44,9 +44,8 @@ impl CallMeta {
         headers: &HeaderMap,
         version: http::Version,
     ) -> Self {
-        let ts = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        // Formatted only when served (/api/log, /api/har): calls outnumber reads.
+        let ts = time::OffsetDateTime::now_utc();
         CallMeta {
             id: shared.log.next_id(),
             ts,
@@ -89,7 +88,7 @@ pub(crate) fn record(
         id: meta.id,
         ts: meta.ts,
         appid: meta.appid,
-        client: meta.client.to_string(),
+        client: meta.client,
         api: meta.api,
         method: meta.method,
         url: meta.url,
