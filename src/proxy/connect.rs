@@ -72,7 +72,7 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
         }
     }
     let on_upgrade = hyper::upgrade::on(req);
-    let span = tracing::info_span!("tunnel", target.host = %host, target.port = port);
+    let span = tracing::debug_span!("tunnel", target.host = %host, target.port = port);
     shared.shutdown.tracker.spawn(
         async move {
             match on_upgrade.await {

@@ -107,7 +107,7 @@ pub(crate) async fn relay(
         return response;
     }
     let server_upgrade = hyper::upgrade::on(&mut response);
-    let span = tracing::info_span!("websocket", url = %url);
+    let span = tracing::debug_span!("websocket", url = %url);
     let shared_task = shared.clone();
     shared.shutdown.tracker.spawn(
         async move {
