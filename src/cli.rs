@@ -78,6 +78,10 @@ pub struct RunArgs {
     /// (for CI jobs).
     #[arg(long = "fail-on-refusal", env = "WXSANDBOX_FAIL_ON_REFUSAL")]
     pub fail_on_refusal: bool,
+    /// How refused calls end: auto (answer when the call carries X-Wxsandbox-* headers, else
+    /// fail), fail (at the transport, as on the platform) or answer (HTTP status + JSON).
+    #[arg(long = "refusal", value_enum, env = "WXSANDBOX_REFUSAL")]
+    pub refusal: Option<RefusalArg>,
     /// Control API token (overrides control.token).
     #[arg(long = "token", env = "WXSANDBOX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -95,4 +99,22 @@ pub enum OutputFormat {
     #[default]
     Text,
     Json,
+}
+
+/// `--refusal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RefusalArg {
+    Auto,
+    Fail,
+    Answer,
+}
+
+impl From<RefusalArg> for crate::config::RefusalStyle {
+    fn from(arg: RefusalArg) -> Self {
+        match arg {
+            RefusalArg::Auto => crate::config::RefusalStyle::Auto,
+            RefusalArg::Fail => crate::config::RefusalStyle::Fail,
+            RefusalArg::Answer => crate::config::RefusalStyle::Answer,
+        }
+    }
 }

@@ -82,6 +82,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let ca = CertificateAuthority::load_or_create(&config.ca.dir)?;
     let leaves = LeafCache::new(&ca, DEFAULT_CAPACITY)?;
+    let mut config = config;
+    config.proxy.max_connections = fit_descriptors(config.proxy.max_connections);
     let upstream = proxy::upstream::Upstream::new(&config.upstream)?;
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -104,6 +106,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             addr: config.control.listen,
             source,
         })?;
+    upstream.forbid(vec![proxy_addr, control_addr]);
     let shutdown = Shutdown::new();
     let shared = Arc::new(Shared::new(config, ca, leaves, upstream, shutdown.clone()));
     shutdown
@@ -117,4 +120,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         control_addr,
         shared,
     })
+}
+
+/// Raise the open-files limit to its hard limit, and keep the connection cap well under it
+/// (each client connection may hold an upstream socket too).
+fn fit_descriptors(wanted: usize) -> usize {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let room = usize::try_from(limit.saturating_sub(128) / 2).unwrap_or(usize::MAX);
+    let cap = wanted.min(room.max(16));
+    if cap < wanted {
+        tracing::warn!(
+            proxy.max_connections = wanted,
+            open_files = limit,
+            using = cap,
+            "proxy.max_connections lowered to fit the open-files limit"
+        );
+    }
+    cap
 }

@@ -73,6 +73,9 @@ async fn run(args: RunArgs) -> ExitCode {
     if args.token.is_some() {
         config.control.token = args.token;
     }
+    if let Some(refusal) = args.refusal {
+        config.sandbox.refusal = refusal.into();
+    }
     if args.skip_domain_check {
         config.sandbox.skip_domain_check = true;
     }

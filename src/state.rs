@@ -1,10 +1,11 @@
 //! What every connection and the control API share: the validated config, the CA and leaf cache,
 //! the upstream clients, the run-time switches, and the shutdown handle.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::time::Instant;
 
 use crate::calllog::CallLog;
-use crate::config::Config;
+use crate::config::{Config, RefusalStyle};
 use crate::instances::Instances;
 use crate::policy::Switches;
 use crate::proxy::upstream::Upstream;
@@ -21,7 +22,11 @@ pub struct Shared {
     pub shutdown: Shutdown,
     pub instances: Instances,
     pub log: CallLog,
+    /// When the proxy started.
+    pub started: Instant,
     skip_domain_check: AtomicBool,
+    /// `sandbox.refusal`, switchable at run time.
+    refusal: AtomicU8,
     refused: AtomicU64,
 }
 
@@ -34,6 +39,7 @@ impl Shared {
         shutdown: Shutdown,
     ) -> Self {
         let skip = config.sandbox.skip_domain_check;
+        let refusal = AtomicU8::new(style_code(config.sandbox.refusal));
         Shared {
             instances: Instances::new(&config),
             log: CallLog::new(crate::calllog::DEFAULT_CAPACITY),
@@ -42,7 +48,9 @@ impl Shared {
             leaves,
             upstream,
             shutdown,
+            started: Instant::now(),
             skip_domain_check: AtomicBool::new(skip),
+            refusal,
             refused: AtomicU64::new(0),
         }
     }
@@ -54,6 +62,19 @@ impl Shared {
 
     pub fn set_skip_domain_check(&self, enabled: bool) {
         self.skip_domain_check.store(enabled, Ordering::Relaxed);
+    }
+
+    /// The global refusal style (`sandbox.refusal`, or as switched at run time).
+    pub fn refusal_style(&self) -> RefusalStyle {
+        match self.refusal.load(Ordering::Relaxed) {
+            1 => RefusalStyle::Fail,
+            2 => RefusalStyle::Answer,
+            _ => RefusalStyle::Auto,
+        }
+    }
+
+    pub fn set_refusal_style(&self, style: RefusalStyle) {
+        self.refusal.store(style_code(style), Ordering::Relaxed);
     }
 
     /// Count a refused call (for `--fail-on-refusal`).
@@ -72,5 +93,13 @@ impl Shared {
             skip_domain_check: self.skip_domain_check(),
             lan_prefix: self.config.sandbox.lan_prefix,
         }
+    }
+}
+
+fn style_code(style: RefusalStyle) -> u8 {
+    match style {
+        RefusalStyle::Auto => 0,
+        RefusalStyle::Fail => 1,
+        RefusalStyle::Answer => 2,
     }
 }

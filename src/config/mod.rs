@@ -42,6 +42,50 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     /// Connections from outside these networks are closed at accept.
     pub clients: Vec<IpNet>,
+    /// A client connection with no call in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// Time for a TLS handshake, the first request and every request head.
+    pub header_timeout: Duration,
+    /// Client connections open at once; the excess is refused at accept.
+    pub max_connections: usize,
+}
+
+/// Default of `proxy.idle_timeout_ms` (as browsers and nginx).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of `proxy.header_timeout_ms`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `proxy.max_connections` (lowered at start to fit the descriptor limit).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// How a refused call ends (SPEC section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefusalStyle {
+    /// `answer` when the call carries any `X-Wxsandbox-*` header, `fail` otherwise.
+    #[default]
+    Auto,
+    /// The call fails at the transport, as on the platform.
+    Fail,
+    /// An HTTP answer with the refusal's status, headers and JSON body.
+    Answer,
+}
+
+impl RefusalStyle {
+    pub fn parse(text: &str) -> Option<RefusalStyle> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(RefusalStyle::Auto),
+            "fail" => Some(RefusalStyle::Fail),
+            "answer" => Some(RefusalStyle::Answer),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalStyle::Auto => "auto",
+            RefusalStyle::Fail => "fail",
+            RefusalStyle::Answer => "answer",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +124,8 @@ pub struct SandboxConfig {
     pub skip_domain_check: bool,
     /// Prefix length of the LAN rule's subnet around the client's IPv4 address.
     pub lan_prefix: u8,
+    /// How refused calls end, unless the app or the call says otherwise.
+    pub refusal: RefusalStyle,
 }
 
 /// One mini program.
@@ -96,6 +142,10 @@ pub struct AppConfig {
     pub domains: DomainLists,
     pub business_domains: Vec<String>,
     pub limits: Limits,
+    /// Overrides `sandbox.refusal` for this app.
+    pub refusal: Option<RefusalStyle>,
+    /// `https://servicewechat.com/{appid}/{version}/page-frame.html`, built once.
+    pub referer: http::HeaderValue,
 }
 
 /// `networkTimeout` per API; `None` means the platform default (60 s).

@@ -22,6 +22,9 @@ pub struct RawConfig {
 pub struct RawProxy {
     pub listen: Option<String>,
     pub clients: Option<Vec<String>>,
+    pub idle_timeout_ms: Option<u64>,
+    pub header_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +53,7 @@ pub struct RawUpstream {
 pub struct RawSandbox {
     pub skip_domain_check: Option<bool>,
     pub lan_prefix: Option<u8>,
+    pub refusal: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +68,7 @@ pub struct RawApp {
     pub domains: RawDomains,
     pub business_domains: Vec<String>,
     pub limits: RawLimits,
+    pub refusal: Option<String>,
 }
 
 /// A YAML scalar kept as text.

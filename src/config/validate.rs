@@ -141,6 +141,21 @@ pub(super) fn validate(
                 .clients
                 .unwrap_or_else(|| DEFAULT_CLIENTS.map(String::from).to_vec()),
         ),
+        idle_timeout: raw
+            .proxy
+            .idle_timeout_ms
+            .filter(|ms| *ms > 0)
+            .map_or(super::DEFAULT_IDLE_TIMEOUT, Duration::from_millis),
+        header_timeout: raw
+            .proxy
+            .header_timeout_ms
+            .filter(|ms| *ms > 0)
+            .map_or(super::DEFAULT_HEADER_TIMEOUT, Duration::from_millis),
+        max_connections: raw
+            .proxy
+            .max_connections
+            .filter(|n| *n > 0)
+            .unwrap_or(super::DEFAULT_MAX_CONNECTIONS),
     };
     let control_listen_text = raw.control.listen.clone();
     let control = ControlConfig {
@@ -182,6 +197,7 @@ pub(super) fn validate(
     let sandbox = SandboxConfig {
         skip_domain_check: raw.sandbox.skip_domain_check.unwrap_or(false),
         lan_prefix,
+        refusal: refusal_style(&mut c, None, raw.sandbox.refusal.as_deref()).unwrap_or_default(),
     };
     let mut apps: Vec<AppConfig> = Vec::new();
     for (i, app) in raw.apps.into_iter().enumerate() {
@@ -383,18 +399,56 @@ fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Opti
             "requests and sockets must be at least 1".to_owned(),
         );
     }
+    let version = raw
+        .version
+        .map_or_else(|| "devtools".to_owned(), |v| v.text());
+    let referer = format!("https://servicewechat.com/{appid}/{version}/page-frame.html");
+    let referer = match http::HeaderValue::from_str(&referer) {
+        Ok(value) => value,
+        Err(_) => {
+            c.find(
+                at,
+                &version,
+                &version,
+                "version",
+                "version must be devtools, 0 or a release number (it goes into the Referer)"
+                    .to_owned(),
+            );
+            http::HeaderValue::from_static("https://servicewechat.com/")
+        }
+    };
     Some(AppConfig {
         appid,
-        version: raw
-            .version
-            .map_or_else(|| "devtools".to_owned(), |v| v.text()),
+        version,
+        referer,
         project: raw.project,
         clients: cidrs(c, at, raw.clients),
         network_timeout,
         domains,
         business_domains,
         limits,
+        refusal: refusal_style(c, at, raw.refusal.as_deref()),
     })
+}
+
+/// `auto`, `fail` or `answer`.
+fn refusal_style(
+    c: &mut Checker<'_>,
+    at: Option<usize>,
+    text: Option<&str>,
+) -> Option<super::RefusalStyle> {
+    let text = text?;
+    let style = super::RefusalStyle::parse(text);
+    if style.is_none() {
+        c.find(
+            at,
+            text,
+            text,
+            "refusal",
+            "refusal is auto (answer harnesses that send X-Wxsandbox-* headers, fail the rest), fail or answer".to_owned(),
+        );
+    }
+    style
 }
 
 fn is_appid(s: &str) -> bool {

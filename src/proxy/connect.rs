@@ -12,13 +12,14 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tracing::{debug, Instrument};
 
-use crate::policy::{self, AppHints, Verdict};
+use crate::policy::{self, Api, AppHints, Refusal, Verdict};
 use crate::proxy::body::{empty, Body};
-use crate::proxy::call::CallMeta;
-use crate::proxy::forward::{refuse, APPID_HEADER};
-use crate::proxy::headers::get_str;
+use crate::proxy::call::{outcome_of, record, CallMeta, End};
+use crate::proxy::forward::APPID_HEADER;
+use crate::proxy::headers::{get_str, head_size};
 use crate::proxy::rewind::Rewind;
-use crate::proxy::{answer, certpage, mitm, tunnel, ConnInfo, TunnelInfo};
+use crate::proxy::{answer, certpage, mitm, tunnel, ConnInfo, TunnelInfo, MAX_HEADER_BYTES};
+use crate::state::Shared;
 
 /// How long to wait for the client's first bytes in a tunnel. A client that says nothing first
 /// (a server-first TCP protocol) gets a raw tunnel after this.
@@ -33,8 +34,11 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
     let Some(port) = authority.port_u16() else {
         return answer::status_only(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
-    let host = authority.host().to_ascii_lowercase();
-    if host.is_empty() || port == 0 {
+    // Normalised once: the same value is judged, minted for and routed (no trailing dot).
+    let Some(host) = policy::normalize_target_host(authority.host()) else {
+        return answer::status_only(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    if port == 0 {
         return answer::status_only(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     }
     let h = req.headers();
@@ -46,7 +50,14 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
     };
     debug!(target = %authority, authenticated = tunnel.proxy_authorization.is_some(), "CONNECT");
     let shared = conn.shared.clone();
-    if !host.eq_ignore_ascii_case(certpage::CERT_HOST) {
+    let size = head_size(&req);
+    if size > MAX_HEADER_BYTES {
+        let url = format!("https://{host}:{port}");
+        let refusal = Refusal::head_too_large(Api::Request, &url, size, MAX_HEADER_BYTES);
+        let meta = CallMeta::new(&shared, conn.client.ip(), "CONNECT", &url, h, req.version());
+        return refuse_connect(&shared, meta, &refusal);
+    }
+    if host != certpage::CERT_HOST {
         let hints = AppHints {
             proxy_authorization: tunnel.proxy_authorization.as_deref(),
             appid_header: tunnel.appid_header.as_deref(),
@@ -67,7 +78,8 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
                     req.version(),
                 );
                 meta.appid = Some(app.appid.clone());
-                return refuse(&shared, meta, &refusal, None);
+                meta.api = refusal.api.as_str();
+                return refuse_connect(&shared, meta, &refusal);
             }
         }
     }
@@ -83,6 +95,21 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
         .instrument(span),
     );
     Response::new(empty())
+}
+
+/// A refusal known at the CONNECT: always answered (clients treat a refused tunnel as a
+/// network error, whatever the style), logged and recorded.
+fn refuse_connect(shared: &Shared, meta: CallMeta, refusal: &Refusal) -> Response<Body> {
+    tracing::info!(app = meta.appid.as_deref().unwrap_or("-"), client = %meta.client,
+        api = refusal.api.as_str(), url = %refusal.url, rule = refusal.rule.as_str(),
+        errmsg = %refusal.errmsg, "refused at CONNECT");
+    let response = answer::refusal(refusal, meta.appid.as_deref(), None);
+    let end = End {
+        status: Some(refusal.status),
+        ..End::default()
+    };
+    record(shared, meta, outcome_of(refusal), Some(refusal), end);
+    response
 }
 
 async fn serve_tunnel(

@@ -5,6 +5,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
 
 use crate::calllog::Outcome;
+use crate::instances::Phase;
 use crate::policy::{self, Api, AppHints, Call, Refusal, Verdict};
 use crate::proxy::call::{outcome_of, record, CallMeta, End};
 use crate::proxy::{ConnInfo, TunnelInfo};
@@ -58,6 +59,14 @@ where
         closed(meta, &refusal);
         return;
     }
+    let Ok(instance) = shared.instances.get(&app.appid, conn.client.ip()) else {
+        closed(meta, &policy::unknown_app(Api::Tcp, &url));
+        return;
+    };
+    if instance.phase() != Phase::Foreground {
+        closed(meta, &Refusal::background(Api::Tcp, &url));
+        return;
+    }
     let mut upstream = match shared
         .upstream
         .connector(false)
@@ -79,6 +88,7 @@ where
                 (Outcome::Aborted, 0, 0)
             }
         },
+        () = instance.cut() => (Outcome::Interrupted, 0, 0),
         () = token.cancelled() => (Outcome::Aborted, 0, 0),
     };
     debug!(bytes.up = up, bytes.down = down, "tcp tunnel closed");

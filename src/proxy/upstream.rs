@@ -184,7 +184,11 @@ impl HostMap {
 ///
 /// # Errors
 /// The name doesn't resolve or no address accepts the connection.
-pub async fn dial(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+pub async fn dial(
+    host: &str,
+    port: u16,
+    forbidden: &[SocketAddr],
+) -> Result<TcpStream, ConnectError> {
     let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host_for_lookup, port)).await {
         Ok(addrs) => addrs.collect(),
@@ -198,6 +202,17 @@ pub async fn dial(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
     };
     let mut last = None;
     for addr in addrs {
+        if is_forbidden(addr, forbidden) {
+            last = Some(ConnectError {
+                rule: Rule::ForbiddenHost,
+                net: NetError {
+                    code: -10,
+                    name: "ERR_ACCESS_DENIED",
+                    detail: format!("{host}:{port} ({addr}) is wxsandbox's own proxy or control port, which no call may reach through the proxy"),
+                },
+            });
+            continue;
+        }
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 // Small writes (TLS records, 64 KiB bodies in pieces) must not wait for Nagle.
@@ -230,6 +245,19 @@ pub async fn dial(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
     }))
 }
 
+/// Is `addr` one of the proxy's own listening sockets (or reaches it: same port on a loopback
+/// or unspecified address when the socket listens on one)?
+pub fn is_forbidden(addr: SocketAddr, own: &[SocketAddr]) -> bool {
+    let ip = addr.ip().to_canonical();
+    own.iter().any(|o| {
+        let oip = o.ip().to_canonical();
+        o.port() == addr.port()
+            && (ip == oip
+                || ip.is_unspecified()
+                || (ip.is_loopback() && (oip.is_loopback() || oip.is_unspecified())))
+    })
+}
+
 /// The hyper-util connector: map, dial, TLS (SNI = the original host), audit.
 #[derive(Clone)]
 pub struct Connector {
@@ -238,6 +266,8 @@ pub struct Connector {
 
 struct ConnectorInner {
     map: Arc<HostMap>,
+    /// The proxy's own sockets (proxy and control ports), never dialed.
+    own: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
     tls: Arc<rustls::ClientConfig>,
     audit: Option<Arc<UpstreamTls>>,
 }
@@ -254,7 +284,8 @@ impl Connector {
         tls: bool,
     ) -> Result<UpstreamStream, ConnectError> {
         let route = self.inner.map.route(host, port, tls);
-        let tcp = dial(&route.dial_host, route.dial_port).await?;
+        let own = self.inner.own.get().map_or(&[][..], Vec::as_slice);
+        let tcp = dial(&route.dial_host, route.dial_port, own).await?;
         if !route.tls {
             return Ok(UpstreamStream::Plain(tcp));
         }
@@ -331,6 +362,7 @@ pub struct Upstream {
     lax_ws: HttpClient,
     strict_connector: Connector,
     lax_connector: Connector,
+    own: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -345,10 +377,12 @@ impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Result<Self, AuditError> {
         let tls = Arc::new(UpstreamTls::new(&config.trust)?);
         let map = Arc::new(HostMap::new(&config.map));
+        let own = Arc::new(std::sync::OnceLock::new());
         let strict_audit = config.strict_tls;
         let connector = |strict: bool, alpn: Alpn| Connector {
             inner: Arc::new(ConnectorInner {
                 map: map.clone(),
+                own: own.clone(),
                 tls: tls.client_config(strict, alpn),
                 audit: strict.then(|| tls.clone()),
             }),
@@ -362,7 +396,13 @@ impl Upstream {
             lax_ws: build_client(connector(false, Alpn::Http11)),
             strict_connector,
             lax_connector,
+            own,
         })
+    }
+
+    /// The proxy's own listening sockets, which no call may reach (set once, after binding).
+    pub fn forbid(&self, own: Vec<SocketAddr>) {
+        let _ = self.own.set(own);
     }
 
     /// The client for a call: `strict` unless the skip switch is on; `websocket` for upgrades.

@@ -410,6 +410,10 @@ pub fn base_yaml(
             y.push_str(&format!("    {host}: {to}\n"));
         }
     }
+    // Tests speak the contract: refusals are answered unless a test asks for another style.
+    if !rest.contains("sandbox:") {
+        y.push_str("sandbox: {refusal: answer}\n");
+    }
     y.push_str(rest);
     y
 }
