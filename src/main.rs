@@ -154,10 +154,16 @@ fn ca(dir: Option<&Path>, config: Option<&Path>) -> ExitCode {
                 CaOrigin::Existing { key_kind } => format!("existing, key {key_kind}"),
             };
             println!("certificate: {}", ca.cert_path().display());
-            println!("key:         {} (0600)", ca.key_path().display());
+            match ca.key_mode() {
+                Some(mode) => println!("key:         {} ({mode:04o})", ca.key_path().display()),
+                None => println!("key:         {}", ca.key_path().display()),
+            }
             println!("subject:     {}", ca.subject());
             println!("origin:      {origin}");
             println!("sha256:      {}", ca.fingerprint_sha256());
+            if let Some(warning) = ca.key_warning() {
+                println!("warning:     {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

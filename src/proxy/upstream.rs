@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use crate::config::{MapTarget, UpstreamConfig};
 use crate::policy::{NetError, Rule};
 use crate::proxy::body::Body;
-use crate::tls::audit::{classify_handshake_error, Alpn, AuditError, UpstreamTls};
+use crate::tls::audit::{classify_handshake_error, Alpn, AuditError, FirstRecord, UpstreamTls};
 
 /// How long a TCP connect to the upstream may take before it counts as failed. The call's own
 /// timeout (rule 7) is usually shorter and wins.
@@ -61,11 +61,12 @@ impl ConnectError {
     }
 }
 
-/// The stream to an upstream server: plain TCP or TLS over TCP.
+/// The stream to an upstream server: plain TCP or TLS over TCP (watched for the server's first
+/// record, to classify a handshake failure as Chromium does).
 #[derive(Debug)]
 pub enum UpstreamStream {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::client::TlsStream<FirstRecord<TcpStream>>>),
 }
 
 impl AsyncRead for UpstreamStream {
@@ -158,9 +159,14 @@ impl HostMap {
         }
     }
 
-    /// The route to `host:port`; `tls` says whether the URL's scheme wants TLS.
+    /// The route to `host:port`; `tls` says whether the URL's scheme wants TLS. The host is
+    /// looked up as the policy judges it (and as the map's keys are kept): ASCII lower-case,
+    /// trailing dot removed, so `API.example.com.` routes like `api.example.com`.
     pub fn route(&self, host: &str, port: u16, tls: bool) -> Route {
-        match self.map.get(&host.to_ascii_lowercase()) {
+        // `trim_end_matches`, as `policy::parse_url` and `judge_connect` do: a host the policy
+        // judged as `api.example.com` must never be dialed anywhere else.
+        let key = host.trim_end_matches('.').to_ascii_lowercase();
+        match self.map.get(&key) {
             Some(MapTarget::PlainHttp { host, port }) => Route {
                 dial_host: host.clone(),
                 dial_port: *port,
@@ -301,10 +307,14 @@ impl Connector {
             )
         })?;
         let connector = tokio_rustls::TlsConnector::from(self.inner.tls.clone());
-        let stream = match connector.connect(server_name, tcp).await {
+        let stream = match connector
+            .connect(server_name, FirstRecord::new(tcp))
+            .into_fallible()
+            .await
+        {
             Ok(s) => s,
-            Err(e) => {
-                let net = classify_handshake_error(&e);
+            Err((e, watched)) => {
+                let net = classify_handshake_error(&e, watched.alert_first());
                 let rule = if is_tls_code(net.code) {
                     Rule::Tls
                 } else {
@@ -461,4 +471,67 @@ pub fn classify_client_error(err: &hyper_util::client::legacy::Error) -> Connect
         "ERR_CONNECTION_RESET",
         format!("upstream connection failed: {err}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> HostMap {
+        HostMap::new(&[
+            (
+                "api.example.com".to_owned(),
+                MapTarget::Tls {
+                    host: "127.0.0.1".to_owned(),
+                    port: 8443,
+                },
+            ),
+            (
+                "plain.example.com".to_owned(),
+                MapTarget::PlainHttp {
+                    host: "backend".to_owned(),
+                    port: 8080,
+                },
+            ),
+        ])
+    }
+
+    #[test]
+    fn route_normalises_the_host_as_the_policy_does() {
+        let map = map();
+        let mapped = Route {
+            dial_host: "127.0.0.1".to_owned(),
+            dial_port: 8443,
+            tls: true,
+        };
+        for host in [
+            "api.example.com",
+            "api.example.com.",
+            "API.Example.COM",
+            "Api.Example.Com.",
+            "api.example.com..",
+        ] {
+            assert_eq!(map.route(host, 443, true), mapped, "{host}");
+        }
+        assert_eq!(
+            map.route("PLAIN.example.com.", 443, true),
+            Route {
+                dial_host: "backend".to_owned(),
+                dial_port: 8080,
+                tls: false,
+            }
+        );
+        // Unmapped hosts are dialed as given.
+        for host in ["other.example.com.", "xapi.example.com", "api.example.co"] {
+            assert_eq!(
+                map.route(host, 8443, true),
+                Route {
+                    dial_host: host.to_owned(),
+                    dial_port: 8443,
+                    tls: true,
+                },
+                "{host}"
+            );
+        }
+    }
 }
