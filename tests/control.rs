@@ -409,3 +409,389 @@ async fn dashboard_and_qr_are_served() {
     );
     assert!(qr.contains("<path") || qr.contains("<rect"));
 }
+
+/// One hand-written request to the control port (reqwest would set its own Host), with
+/// `Connection: close`; the status, the head and the body (de-chunked when chunked).
+async fn raw(
+    proxy: &TestProxy,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = format!("{method} {path} HTTP/1.1\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    request.push_str(body);
+    let mut s = tokio::net::TcpStream::connect(proxy.running.control_addr)
+        .await
+        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut answer))
+        .await
+        .expect("the control port answers within WAIT")
+        .unwrap();
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole response head");
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head}"));
+    let mut body = answer[split + 4..].to_vec();
+    if head_header(&head, "transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+/// The payload of a chunked body (panics on a malformed one).
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let line = std::str::from_utf8(&rest[..eol]).unwrap();
+        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).unwrap();
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&rest[..size]);
+        assert_eq!(&rest[size..size + 2], b"\r\n", "chunk without its CRLF");
+        rest = &rest[size + 2..];
+    }
+}
+
+/// The `error` of a refused control request.
+fn error_of(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)));
+    v["error"].as_str().unwrap().to_owned()
+}
+
+fn instance_state(s: &serde_json::Value) -> String {
+    s["apps"][0]["instances"][0]["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_host_must_name_the_control_address() {
+    let (proxy, _backend, _ca) = setup(None).await;
+    let port = proxy.running.control_addr.port();
+    for host in [
+        "evil.example:8081".to_owned(),
+        format!("evil.example:{port}"),
+        "evil.example".to_owned(),
+        format!("localhost.evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+        format!("192.0.2.1:{port}"),
+        format!("localhost:{port}@evil.example"),
+    ] {
+        let (status, head, body) =
+            raw(&proxy, "GET", "/api/har", &[("Host", host.clone())], "").await;
+        assert_eq!(status, 403, "Host: {host}\n{head}");
+        assert_eq!(
+            head_header(&head, "content-type"),
+            Some("application/json"),
+            "{head}"
+        );
+        assert!(error_of(&body).contains("Host"), "{host}");
+    }
+    // No Host at all (HTTP/1.0): refused too.
+    let (status, _, _) = raw(&proxy, "GET", "/api/har", &[], "").await;
+    assert_eq!(status, 403);
+    // An absolute-form target naming another host.
+    let (status, _, _) = raw(
+        &proxy,
+        "GET",
+        "http://evil.example/api/state",
+        &[("Host", format!("127.0.0.1:{port}"))],
+        "",
+    )
+    .await;
+    assert_eq!(status, 403);
+    for host in [
+        format!("localhost:{port}"),
+        "LOCALHOST".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1".to_owned(),
+        "127.0.0.2:9999".to_owned(),
+        format!("[::1]:{port}"),
+        "[::1]".to_owned(),
+    ] {
+        let (status, head, body) =
+            raw(&proxy, "GET", "/api/har", &[("Host", host.clone())], "").await;
+        assert_eq!(status, 200, "Host: {host}\n{head}");
+        let har: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(har["log"]["version"], "1.2");
+    }
+    // A rebinding page can't flip the switch, even when same-origin with its own Host.
+    let evil = format!("evil.example:{port}");
+    let (status, _, _) = raw(
+        &proxy,
+        "PUT",
+        "/api/skip-domain-check",
+        &[
+            ("Host", evil.clone()),
+            ("Origin", format!("http://{evil}")),
+            ("Content-Type", "application/json".to_owned()),
+        ],
+        r#"{"enabled":true}"#,
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(state(&proxy).await["skip_domain_check"], false);
+}
+
+#[tokio::test]
+async fn cross_site_and_non_json_mutations_are_refused() {
+    let (proxy, _backend, _ca) = setup(None).await;
+    let port = proxy.running.control_addr.port();
+    // One call makes the instance.
+    let r = client(&proxy)
+        .get(format!("https://{API_HOST}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(instance_state(&state(&proxy).await), "foreground");
+    let host = format!("127.0.0.1:{port}");
+    let background = format!("/api/apps/{APPID}/background");
+    // (extra headers, body, what the error names)
+    type Case<'a> = (Vec<(&'a str, String)>, &'a str, &'a str);
+    let refused: Vec<Case<'_>> = vec![
+        (
+            vec![("Origin", "http://evil.example".to_owned())],
+            "",
+            "Origin",
+        ),
+        (vec![("Origin", "null".to_owned())], "", "Origin"),
+        // Same host, another scheme or name: not the same origin.
+        (vec![("Origin", format!("https://{host}"))], "", "Origin"),
+        (
+            vec![("Origin", format!("http://localhost:{port}"))],
+            "",
+            "Origin",
+        ),
+        (
+            vec![("Origin", "http://127.0.0.1:1".to_owned())],
+            "",
+            "Origin",
+        ),
+        // The simple requests a page may send anywhere.
+        (
+            vec![("Content-Type", "text/plain".to_owned())],
+            "{}",
+            "Content-Type",
+        ),
+        (
+            vec![(
+                "Content-Type",
+                "application/x-www-form-urlencoded".to_owned(),
+            )],
+            "a=b",
+            "Content-Type",
+        ),
+        (
+            vec![("Content-Type", "multipart/form-data; boundary=x".to_owned())],
+            "",
+            "Content-Type",
+        ),
+    ];
+    for (extra, body, why) in refused {
+        let mut headers = vec![("Host", host.clone())];
+        headers.extend(extra.clone());
+        let (status, head, answer) = raw(&proxy, "POST", &background, &headers, body).await;
+        assert_eq!(status, 403, "{extra:?}\n{head}");
+        assert!(error_of(&answer).contains(why), "{extra:?}");
+        assert_eq!(
+            instance_state(&state(&proxy).await),
+            "foreground",
+            "{extra:?} moved the app"
+        );
+    }
+    // The skip switch from the page itself: JSON with a charset, same-origin Origin.
+    let (status, head, _) = raw(
+        &proxy,
+        "PUT",
+        "/api/skip-domain-check",
+        &[
+            ("Host", host.clone()),
+            ("Origin", format!("http://{host}")),
+            ("Content-Type", "application/json; charset=utf-8".to_owned()),
+        ],
+        r#"{"enabled":true}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(state(&proxy).await["skip_domain_check"], true);
+    // The same through localhost.
+    let (status, head, _) = raw(
+        &proxy,
+        "PUT",
+        "/api/skip-domain-check",
+        &[
+            ("Host", format!("localhost:{port}")),
+            ("Origin", format!("http://localhost:{port}")),
+            ("Content-Type", "application/json".to_owned()),
+        ],
+        r#"{"enabled":false}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(state(&proxy).await["skip_domain_check"], false);
+    // curl -X POST: no body, no Content-Type, no Origin.
+    let (status, head, _) = raw(&proxy, "POST", &background, &[("Host", host.clone())], "").await;
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(instance_state(&state(&proxy).await), "background");
+    // The dashboard's foreground button: same origin, JSON type, no body.
+    let (status, head, _) = raw(
+        &proxy,
+        "POST",
+        &format!("/api/apps/{APPID}/foreground"),
+        &[
+            ("Host", host.clone()),
+            ("Origin", format!("http://{host}")),
+            ("Content-Type", "application/json".to_owned()),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(instance_state(&state(&proxy).await), "foreground");
+    // Reads don't care about Origin (the browser's CORS keeps their answers from other sites).
+    let (status, _, _) = raw(
+        &proxy,
+        "GET",
+        "/api/state",
+        &[
+            ("Host", host.clone()),
+            ("Origin", "http://evil.example".to_owned()),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn records_are_clipped_and_log_and_har_stream() {
+    use wxsandbox::calllog::{MAX_HEADER_VALUE_BYTES, MAX_URL_BYTES};
+    let (proxy, _backend, _ca) = setup(None).await;
+    let port = proxy.running.control_addr.port();
+    // HTTP/1.1 in the tunnel; the head stays under the 64 KiB a head may take.
+    let c = client_builder(&proxy).http1_only().build().unwrap();
+    let big = "h".repeat(48 * 1024);
+    let query = "q".repeat(10 * 1024);
+    const CALLS: usize = 50;
+    for i in 0..CALLS {
+        let r = c
+            .get(format!("https://{API_HOST}/big/{i}?q={query}"))
+            .header("x-big", &big)
+            .send()
+            .await
+            .unwrap();
+        // The test backend speaks HTTP/2 to the proxy and answers 431 past its 16 KiB header
+        // list; the call is recorded with its request head either way.
+        assert!(
+            matches!(r.status().as_u16(), 200 | 431),
+            "call {i}: {}",
+            r.status()
+        );
+        r.bytes().await.unwrap();
+    }
+    // The marker says how much was cut; some slack for it.
+    let marked = |text: &str, cap: usize| {
+        text.len() <= cap + "…[truncated 1234567 bytes]".len() && text.contains("…[truncated ")
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            get_json(format!("{}/api/log?limit=100", proxy.control_url()))
+                .await
+                .as_array()
+                .unwrap()
+                .len()
+                == CALLS
+        })
+        .await
+    );
+    let (status, head, body) = raw(
+        &proxy,
+        "GET",
+        "/api/log?limit=100",
+        &[("Host", format!("127.0.0.1:{port}"))],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(head_header(&head, "content-length").is_none(), "{head}");
+    assert_eq!(head_header(&head, "transfer-encoding"), Some("chunked"));
+    let log: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let records = log.as_array().unwrap();
+    assert_eq!(records.len(), CALLS);
+    for r in records {
+        let url = r["url"].as_str().unwrap();
+        assert!(
+            url.starts_with(&format!("https://{API_HOST}/big/")),
+            "{url}"
+        );
+        assert!(marked(url, MAX_URL_BYTES), "{} bytes", url.len());
+    }
+
+    let (status, head, body) = raw(
+        &proxy,
+        "GET",
+        "/api/har",
+        &[("Host", format!("localhost:{port}"))],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(head_header(&head, "content-length").is_none(), "{head}");
+    assert_eq!(head_header(&head, "transfer-encoding"), Some("chunked"));
+    assert_eq!(head_header(&head, "content-type"), Some("application/json"));
+    // 50 entries of a few KiB, not of 60 KiB.
+    assert!(body.len() < CALLS * 16 * 1024, "{} bytes", body.len());
+    let har: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(har["log"]["version"], "1.2");
+    let entries = har["log"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), CALLS);
+    for e in entries {
+        assert!(marked(e["request"]["url"].as_str().unwrap(), MAX_URL_BYTES));
+        let headers = e["request"]["headers"].as_array().unwrap();
+        let value = headers
+            .iter()
+            .find(|h| h["name"] == "x-big")
+            .and_then(|h| h["value"].as_str())
+            .unwrap();
+        assert!(
+            marked(value, MAX_HEADER_VALUE_BYTES),
+            "{} bytes",
+            value.len()
+        );
+        assert!(value.starts_with("hhhh"));
+        for h in headers {
+            assert!(h["value"].as_str().unwrap().len() <= MAX_HEADER_VALUE_BYTES + 32);
+        }
+    }
+    // Oldest first.
+    assert!(entries[0]["request"]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("https://{API_HOST}/big/0?")));
+}
