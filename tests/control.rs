@@ -25,8 +25,7 @@ async fn a_refused_call_appears_in_the_log_and_live_in_events() {
     assert_eq!(events.headers()["content-type"], "text/event-stream");
     let mut stream = events.bytes_stream();
     let r = client(&proxy)
-        .get(format!("https://{API_HOST}/"))
-        .header("x-wxsandbox-url", "https://unlisted.example/")
+        .get("http://unlisted.example/")
         .header("cookie", "session=secret")
         .send()
         .await
@@ -56,7 +55,7 @@ async fn a_refused_call_appears_in_the_log_and_live_in_events() {
 
     let log = get_json(format!("{}/api/log?limit=5", proxy.control_url())).await;
     let first = &log.as_array().unwrap()[0];
-    assert_eq!(first["url"], "https://unlisted.example/");
+    assert_eq!(first["url"], "http://unlisted.example/");
     assert_eq!(first["rule"], "domain-list");
     for key in [
         "id",
@@ -136,8 +135,7 @@ async fn har_is_valid_har_1_2_with_credentials_redacted() {
         .send()
         .await
         .unwrap();
-    c.get(format!("https://{API_HOST}/"))
-        .header("x-wxsandbox-url", "https://unlisted.example/")
+    c.get("http://unlisted.example/")
         .send()
         .await
         .unwrap();
@@ -276,8 +274,7 @@ async fn metrics_parse_and_grow() {
         .bytes()
         .await
         .unwrap();
-    c.get(format!("https://{API_HOST}/"))
-        .header("x-wxsandbox-url", "https://unlisted.example/")
+    c.get("http://unlisted.example/")
         .send()
         .await
         .unwrap();
