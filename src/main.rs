@@ -127,6 +127,11 @@ fn check_config(path: Option<&Path>) -> ExitCode {
             println!("{}: ok ({} app(s))", config.source, config.apps.len());
             ExitCode::SUCCESS
         }
+        // Nothing was judged: the file is missing, not a regular file or too large.
+        Err(e) if e.is_unreadable() => {
+            eprintln!("wxsandbox: the config can't be read:\n{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             println!("{e}");
             ExitCode::FAILURE
