@@ -186,7 +186,12 @@ pub(super) fn validate(
     let sandbox = SandboxConfig {
         skip_domain_check: raw.sandbox.skip_domain_check.unwrap_or(false),
         lan_prefix,
-        refusal: refusal_style(&mut c, None, raw.sandbox.refusal.as_deref()).unwrap_or_default(),
+        refusal: refusal_style(
+            &mut c,
+            vec![key("sandbox"), key("refusal")],
+            raw.sandbox.refusal.as_deref(),
+        )
+        .unwrap_or_default(),
     };
     let mut apps: Vec<AppConfig> = Vec::new();
     for (i, app) in raw.apps.into_iter().enumerate() {
@@ -436,9 +441,8 @@ fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Opti
     let referer = match http::HeaderValue::from_str(&referer) {
         Ok(value) => value,
         Err(_) => {
-            c.find(
-                at,
-                &version,
+            c.find_value(
+                at(&[key("version")]),
                 &version,
                 "version",
                 "version must be devtools, 0 or a release number (it goes into the Referer)"
@@ -457,22 +461,21 @@ fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Opti
         domains,
         business_domains,
         limits,
-        refusal: refusal_style(c, at, raw.refusal.as_deref()),
+        refusal: refusal_style(c, at(&[key("refusal")]), raw.refusal.as_deref()),
     })
 }
 
 /// `auto`, `fail` or `answer`.
 fn refusal_style(
     c: &mut Checker<'_>,
-    at: Option<usize>,
+    at: KeyPath,
     text: Option<&str>,
 ) -> Option<super::RefusalStyle> {
     let text = text?;
     let style = super::RefusalStyle::parse(text);
     if style.is_none() {
-        c.find(
+        c.find_value(
             at,
-            text,
             text,
             "refusal",
             "refusal is auto (answer harnesses that send X-Wxsandbox-* headers, fail the rest), fail or answer".to_owned(),
