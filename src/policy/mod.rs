@@ -70,6 +70,8 @@ pub enum Rule {
     Upstream,
     Tls,
     Charset,
+    /// The client's own request was broken (e.g. its chunked body): its fault, not a refusal.
+    ClientError,
 }
 
 impl Rule {
@@ -88,6 +90,7 @@ impl Rule {
             Rule::Upstream => "upstream",
             Rule::Tls => "tls",
             Rule::Charset => "charset",
+            Rule::ClientError => "client-error",
         }
     }
 }
@@ -241,7 +244,7 @@ impl Refusal {
             400,
             600009,
             format!("{}:fail request body is malformed", api.errmsg_name()),
-            Rule::InvalidUrl,
+            Rule::ClientError,
             api,
             url,
             format!("the client's request body could not be read ({error}): check its Content-Length or chunked framing"),

@@ -119,6 +119,7 @@ pub(crate) fn outcome_of(refusal: &Refusal) -> Outcome {
         Rule::Timeout => Outcome::Timeout,
         Rule::Interrupted => Outcome::Interrupted,
         Rule::Upstream | Rule::Tls => Outcome::UpstreamError,
+        Rule::ClientError => Outcome::Aborted,
         _ => Outcome::Refused,
     }
 }
