@@ -22,6 +22,8 @@ pub struct Shared {
     pub shutdown: Shutdown,
     pub instances: Instances,
     pub log: CallLog,
+    /// Refusals a browser is expected to resend (recorded once).
+    pub resends: crate::resend::Resends,
     /// When the proxy started.
     pub started: Instant,
     skip_domain_check: AtomicBool,
@@ -43,6 +45,7 @@ impl Shared {
         Shared {
             instances: Instances::new(&config),
             log: CallLog::new(crate::calllog::DEFAULT_CAPACITY),
+            resends: crate::resend::Resends::default(),
             config,
             ca,
             leaves,

@@ -192,3 +192,28 @@ async fn a_timeout_in_fail_style_ends_at_the_transport_at_the_deadline() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["outcome"], "timeout");
 }
+
+/// A browser resends a request whose reused HTTP/1.1 connection closed without an answer
+/// (Chromium does, on a fresh connection): one page call stays one refused record.
+#[tokio::test]
+async fn a_resent_refused_call_is_recorded_once() {
+    let (proxy, _backend, _ca) = setup(Some(apps("fail"))).await;
+    let auth = proxy_auth_header(APPID);
+    let mut tls = tls_via_tunnel(&proxy, API_HOST, &auth).await;
+    tls.write_all(get("/first", "").as_bytes()).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tls.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert_eq!(set_phase(&proxy, APPID, "background", None).await, 200);
+    // The refused call on the reused connection: closed without a byte.
+    tls.write_all(get("/resent", "").as_bytes()).await.unwrap();
+    assert!(closed_within(&mut tls, Duration::from_secs(5)).await);
+    // The browser's resend, first on a new connection: refused the same way, recorded once.
+    let (got, closed) = raw_h1(&proxy, &auth, &get("/resent", "")).await;
+    assert!(closed && got.is_empty(), "{got:?}");
+    assert_eq!(records_for(&proxy, "/resent").await.len(), 1);
+    // The ticket is used up: the app's own next call is recorded again.
+    let (_, closed) = raw_h1(&proxy, &auth, &get("/resent", "")).await;
+    assert!(closed);
+    assert_eq!(records_for(&proxy, "/resent").await.len(), 2);
+}

@@ -97,7 +97,8 @@ pub(crate) fn record(
         method: meta.method,
         url: meta.url,
         outcome,
-        status: end.status.or(refusal.map(|r| r.status)),
+        // What the client was sent: nothing for a refusal that failed at the transport.
+        status: end.status,
         errno: refusal.map(|r| r.errno),
         errmsg: refusal.map(|r| r.errmsg.clone()),
         rule: refusal.map(|r| r.rule.as_str()),

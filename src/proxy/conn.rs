@@ -55,6 +55,11 @@ impl Activity {
         ActivityGuard(self.clone())
     }
 
+    /// Calls started on this connection so far.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
     fn touch(&self) {
         let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);

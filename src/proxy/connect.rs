@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tracing::{debug, Instrument};
 
 use crate::policy::{self, Api, AppHints, Refusal, Verdict};
+use crate::proxy::admit::APPID_HEADER;
+use crate::proxy::body::BoxError;
 use crate::proxy::body::{empty, Body};
 use crate::proxy::call::{outcome_of, record, CallMeta, End};
-use crate::proxy::forward::APPID_HEADER;
+use crate::proxy::forward;
 use crate::proxy::headers::{get_str, head_size};
 use crate::proxy::rewind::Rewind;
 use crate::proxy::{answer, certpage, mitm, tunnel, ConnInfo, TunnelInfo, MAX_HEADER_BYTES};
@@ -27,66 +29,43 @@ pub const PEEK_TIMEOUT: Duration = Duration::from_millis(500);
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
-    let Some(authority) = req.uri().authority().cloned() else {
-        return answer::status_only(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
-    };
-    let Some(port) = authority.port_u16() else {
-        return answer::status_only(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
-    };
-    // Normalised once: the same value is judged, minted for and routed (no trailing dot).
-    let Some(host) = policy::normalize_target_host(authority.host()) else {
-        return answer::status_only(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
-    };
-    if port == 0 {
-        return answer::status_only(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+/// The service of the outer connection: CONNECT, or an absolute-form request.
+pub(crate) async fn outer(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+) -> Result<Response<Body>, BoxError> {
+    if req.method() == Method::CONNECT {
+        let _busy = conn.activity.begin();
+        return Ok(handle(req, conn));
     }
+    forward::call(req, conn).await
+}
+
+pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
+    let Some((host, port)) = authority(&req) else {
+        return answer::status_only(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
     let h = req.headers();
     let tunnel = TunnelInfo {
-        host: host.clone(),
+        host,
         port,
         proxy_authorization: get_str(h, "proxy-authorization").map(str::to_owned),
         appid_header: get_str(h, APPID_HEADER).map(str::to_owned),
     };
-    debug!(target = %authority, authenticated = tunnel.proxy_authorization.is_some(), "CONNECT");
-    let shared = conn.shared.clone();
-    let size = head_size(&req);
-    if size > MAX_HEADER_BYTES {
-        let url = format!("https://{host}:{port}");
-        let refusal = Refusal::head_too_large(Api::Request, &url, size, MAX_HEADER_BYTES);
-        let meta = CallMeta::new(&shared, conn.client.ip(), "CONNECT", &url, h, req.version());
-        return refuse_connect(&shared, meta, &refusal);
-    }
-    if host != certpage::CERT_HOST {
-        let hints = AppHints {
-            proxy_authorization: tunnel.proxy_authorization.as_deref(),
-            appid_header: tunnel.appid_header.as_deref(),
-            referer: None,
-            client: conn.client.ip(),
-        };
-        // Without an app yet, the inner requests are identified (Referer, header) and judged.
-        if let Some(app) = policy::identify_app(&shared.config, &hints) {
-            if let Verdict::Refuse(refusal) =
-                policy::judge_connect(app, conn.client.ip(), &host, port, shared.switches())
-            {
-                let mut meta = CallMeta::new(
-                    &shared,
-                    conn.client.ip(),
-                    "CONNECT",
-                    &refusal.url,
-                    h,
-                    req.version(),
-                );
-                meta.appid = Some(app.appid.clone());
-                meta.api = refusal.api.as_str();
-                return refuse_connect(&shared, meta, &refusal);
-            }
-        }
+    debug!(target.host = %tunnel.host, target.port = port,
+        authenticated = tunnel.proxy_authorization.is_some(), "CONNECT");
+    if let Some(refusal) = judge(&req, &conn, &tunnel) {
+        return refusal;
     }
     let on_upgrade = hyper::upgrade::on(req);
-    let span = tracing::debug_span!("tunnel", target.host = %host, target.port = port);
+    let span = tracing::debug_span!("tunnel", target.host = %tunnel.host, target.port = port);
+    let shared = conn.shared.clone();
     shared.shutdown.tracker.spawn(
         async move {
+            // Mint the leaf now, while the 200 goes out and the ClientHello comes in.
+            if let Err(e) = conn.shared.leaves.server_config(&tunnel.host) {
+                debug!(error = %e, "could not mint a leaf ahead of the handshake");
+            }
             match on_upgrade.await {
                 Ok(upgraded) => serve_tunnel(TokioIo::new(upgraded), conn, tunnel).await,
                 Err(e) => debug!(error = %e, "CONNECT upgrade failed"),
@@ -95,6 +74,56 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
         .instrument(span),
     );
     Response::new(empty())
+}
+
+/// The CONNECT's host (normalised once: judged, minted for and routed alike) and port.
+fn authority(req: &Request<Incoming>) -> Option<(String, u16)> {
+    let authority = req.uri().authority()?;
+    let port = authority.port_u16().filter(|p| *p != 0)?;
+    let host = policy::normalize_target_host(authority.host())?;
+    Some((host, port))
+}
+
+/// The refusals known at the CONNECT: a head over the limit, and an authority no API of the
+/// identified app could allow. Without an app yet, the inner requests are identified
+/// (Referer, header) and judged one by one.
+fn judge(req: &Request<Incoming>, conn: &ConnInfo, tunnel: &TunnelInfo) -> Option<Response<Body>> {
+    let shared = &conn.shared;
+    let (host, port) = (&tunnel.host, tunnel.port);
+    let meta = |url: &str| {
+        CallMeta::new(
+            shared,
+            conn.client.ip(),
+            "CONNECT",
+            url,
+            req.headers(),
+            req.version(),
+        )
+    };
+    let size = head_size(req);
+    if size > MAX_HEADER_BYTES {
+        let url = format!("https://{host}:{port}");
+        let refusal = Refusal::head_too_large(Api::Request, &url, size, MAX_HEADER_BYTES);
+        return Some(refuse_connect(shared, meta(&url), &refusal));
+    }
+    if host == certpage::CERT_HOST {
+        return None;
+    }
+    let hints = AppHints {
+        proxy_authorization: tunnel.proxy_authorization.as_deref(),
+        appid_header: tunnel.appid_header.as_deref(),
+        referer: None,
+        client: conn.client.ip(),
+    };
+    let app = policy::identify_app(&shared.config, &hints)?;
+    let verdict = policy::judge_connect(app, conn.client.ip(), host, port, shared.switches());
+    let Verdict::Refuse(refusal) = verdict else {
+        return None;
+    };
+    let mut meta = meta(&refusal.url);
+    meta.appid = Some(app.appid.clone());
+    meta.api = refusal.api.as_str();
+    Some(refuse_connect(shared, meta, &refusal))
 }
 
 /// A refusal known at the CONNECT: always answered (clients treat a refused tunnel as a

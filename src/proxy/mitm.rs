@@ -9,8 +9,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::proxy::conn::{self, Activity, StreamExecutor};
 use crate::proxy::{forward, ConnInfo, TunnelInfo, HYPER_HEADER_BUFFER};
@@ -25,25 +26,7 @@ where
 {
     let deadlines = conn.deadlines();
     let first = deadlines.first.min(deadlines.idle);
-    let handshake = async {
-        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
-            .await
-            .map_err(|e| debug!(error = %e, "not a TLS ClientHello"))
-            .ok()?;
-        let sni = start.client_hello().server_name().map(str::to_owned);
-        let host = sni.unwrap_or_else(|| tunnel.host.clone());
-        let config = conn
-            .shared
-            .leaves
-            .server_config(&host)
-            .map_err(|e| tracing::warn!(error = %e, tls.sni = %host, "could not mint a leaf certificate"))
-            .ok()?;
-        // Usually the client doesn't trust the CA yet: tell the log reader how to fix it.
-        start.into_stream(config).await.map_err(|e| {
-            debug!(error = %e, tls.sni = %host, "TLS handshake with the client failed (does it trust the wxsandbox CA?)");
-        }).ok()
-    };
-    let tls = match tokio::time::timeout(first, handshake).await {
+    let tls = match tokio::time::timeout(first, handshake(io, &conn, &tunnel.host)).await {
         Ok(Some(tls)) => tls,
         Ok(None) => return,
         Err(_) => {
@@ -77,12 +60,29 @@ where
         .keep_alive_timeout(H2_PING_TIMEOUT);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(connection);
-    conn::drive(
-        connection,
-        |c| c.graceful_shutdown(),
-        &activity,
-        deadlines,
-        &token,
-    )
-    .await;
+    let graceful = |c: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+    conn::drive(connection, graceful, &activity, deadlines, &token).await;
+}
+
+/// The ClientHello, a leaf for its SNI (or the CONNECT host), the handshake.
+async fn handshake<IO>(io: IO, conn: &ConnInfo, host: &str) -> Option<TlsStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
+        .await
+        .map_err(|e| debug!(error = %e, "not a TLS ClientHello"))
+        .ok()?;
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    let name = sni.as_deref().unwrap_or(host);
+    let config = conn
+        .shared
+        .leaves
+        .server_config(name)
+        .map_err(|e| warn!(error = %e, tls.sni = %name, "could not mint a leaf certificate"))
+        .ok()?;
+    // Usually the client doesn't trust the CA yet: tell the log reader how to fix it.
+    start.into_stream(config).await.map_err(|e| {
+        debug!(error = %e, tls.sni = %name, "TLS handshake with the client failed (does it trust the wxsandbox CA?)");
+    }).ok()
 }

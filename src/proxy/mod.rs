@@ -23,6 +23,7 @@ use tracing::{debug, warn, Instrument};
 use crate::proxy::conn::{Activity, ConnSlot, Deadlines};
 use crate::state::Shared;
 
+mod admit;
 pub mod answer;
 pub mod body;
 mod call;
@@ -169,7 +170,7 @@ async fn serve_connection(
     let deadlines = conn.deadlines();
     let activity = conn.activity.clone();
     let service_conn = conn.clone();
-    let service = service_fn(move |req| forward::outer(req, service_conn.clone()));
+    let service = service_fn(move |req| connect::outer(req, service_conn.clone()));
     let connection = http1::Builder::new()
         .preserve_header_case(true)
         .title_case_headers(true)

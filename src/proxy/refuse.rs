@@ -39,6 +39,8 @@ pub(crate) struct Refused {
     /// The request's HTTP version and whether it expects `100 Continue`.
     pub version: Version,
     pub expects_continue: bool,
+    /// Calls started on the connection before this one (0: its first).
+    pub earlier_calls: u64,
 }
 
 /// The error a service returns to fail a call at the transport.
@@ -56,7 +58,23 @@ pub(crate) async fn finish(shared: &Shared, refused: Refused) -> Result<Response
         body,
         version,
         expects_continue,
+        earlier_calls,
     } = refused;
+    let http1 = version <= Version::HTTP_11;
+    if style == Style::Fail && http1 {
+        let key = format!("{} {}", meta.method, refusal.url);
+        if earlier_calls == 0 && shared.resends.is_resend(meta.client, &key) {
+            tracing::debug!(url = %refusal.url, "a client resent a refused call: not recorded twice");
+            return fail(
+                body.filter(|b| !expects_continue && !b.is_end_stream()),
+                refusal,
+            )
+            .await;
+        }
+        if earlier_calls > 0 {
+            shared.resends.expect(meta.client, &key);
+        }
+    }
     info!(app = meta.appid.as_deref().unwrap_or("-"), client = %meta.client, api = refusal.api.as_str(),
         url = %refusal.url, rule = refusal.rule.as_str(), errmsg = %refusal.errmsg,
         style = if style == Style::Fail { "fail" } else { "answer" }, "refused");
@@ -70,12 +88,7 @@ pub(crate) async fn finish(shared: &Shared, refused: Refused) -> Result<Response
     let pending =
         body.filter(|b| version <= Version::HTTP_11 && !expects_continue && !b.is_end_stream());
     match style {
-        Style::Fail => {
-            if let Some(body) = pending {
-                drain(body).await;
-            }
-            Err(Box::new(TransportFail(refusal.errmsg)))
-        }
+        Style::Fail => fail(pending, refusal).await,
         Style::Answer => {
             let response = answer::refusal(&refusal, appid.as_deref(), origin.as_ref());
             Ok(match pending {
@@ -84,6 +97,14 @@ pub(crate) async fn finish(shared: &Shared, refused: Refused) -> Result<Response
             })
         }
     }
+}
+
+/// Fail at the transport, after reading what the client is still sending (bounded).
+async fn fail(pending: Option<Incoming>, refusal: Refusal) -> Result<Response<Body>, BoxError> {
+    if let Some(body) = pending {
+        drain(body).await;
+    }
+    Err(Box::new(TransportFail(refusal.errmsg)))
 }
 
 /// Whether a request carries `Expect: 100-continue` (its body has not been sent yet).

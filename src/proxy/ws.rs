@@ -4,10 +4,11 @@
 //! grace runs out, the client gets a close frame 1000 "interrupted" between two frames, and the
 //! upstream is closed too.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use hyper::upgrade::Upgraded;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
@@ -16,15 +17,16 @@ use tracing::{debug, warn, Instrument};
 use crate::calllog::Outcome;
 use crate::instances::SlotError;
 use crate::policy::Refusal;
+use crate::proxy::admit::Admitted;
 use crate::proxy::body::{self, Body};
 use crate::proxy::call::{record, End};
-use crate::proxy::forward::Admitted;
 use crate::proxy::headers;
 use crate::proxy::refuse::Refused;
 use crate::proxy::upstream::classify_client_error;
 use crate::proxy::wsframes::{close_frame, FrameTracker};
 use crate::proxy::ConnInfo;
 use crate::shutdown::Shutdown;
+use crate::state::Shared;
 
 /// After the cut, how long the relay waits for the frame being relayed to end before it closes
 /// the connection without a close frame.
@@ -40,7 +42,6 @@ pub(crate) async fn relay(
     conn: &ConnInfo,
     strict: bool,
 ) -> Result<Response<Body>, Box<Refused>> {
-    let shared = &conn.shared;
     let permit = match a.instance.socket_slot() {
         Ok((permit, _task_id)) => permit,
         Err(SlotError::SocketsFull { limit, task_id }) => {
@@ -54,74 +55,97 @@ pub(crate) async fn relay(
         }
     };
     let Some(body) = a.body.take() else {
-        return Err(a.refused(Refusal::socket_concurrency("", 0, 0)));
+        return Err(a.refused(Refusal::socket_concurrency(&a.url, 0, 0)));
     };
     let mut req = Request::from_parts(a.head.clone(), body);
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let upstream = shared.upstream.client(strict, true);
-    let mut response = match a.clock.race(upstream.request(req.map(body::boxed))).await {
-        Err(cut) => return Err(a.cut(cut)),
-        Ok(Err(e)) => {
-            let failure = classify_client_error(&e);
-            let refusal = Refusal::net(a.api, &a.url, failure.rule, &failure.net);
-            warn!(app = %a.app.appid, url = %a.url, rule = refusal.rule.as_str(), error = %failure,
-                "websocket upstream failed");
-            return Err(a.refused(refusal));
-        }
-        Ok(Ok(r)) => r,
-    };
+    let mut response = handshake(&mut a, req, conn, strict).await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let end = End {
             status: Some(response.status().as_u16()),
             ..End::default()
         };
-        record(shared, a.meta, Outcome::Ok, None, end);
+        record(&conn.shared, a.meta, Outcome::Ok, None, end);
         let mut response = response.map(body::boxed);
         headers::strip_hop_by_hop(response.headers_mut(), false);
         return Ok(response);
     }
     let server_upgrade = hyper::upgrade::on(&mut response);
     let span = tracing::debug_span!("websocket", url = %a.url);
-    let shared_task = shared.clone();
-    let (meta, instance) = (a.meta, a.instance);
-    shared.shutdown.tracker.spawn(
-        async move {
-            let (client, server) = match tokio::join!(client_upgrade, server_upgrade) {
-                (Ok(c), Ok(s)) => (c, s),
-                (Err(e), _) | (_, Err(e)) => {
-                    debug!(error = %e, "websocket upgrade failed");
-                    let end = End {
-                        status: Some(101),
-                        ..End::default()
-                    };
-                    record(&shared_task, meta, Outcome::Aborted, None, end);
-                    return;
-                }
-            };
-            let cut = async move { instance.cut().await };
-            let (outcome, up, down) =
-                pump(client, server, cut, &shared_task.shutdown, permit).await;
-            debug!(
-                bytes.up = up,
-                bytes.down = down,
-                outcome = outcome.as_str(),
-                "websocket closed"
-            );
-            let end = End {
-                status: Some(101),
-                bytes_up: up,
-                bytes_down: down,
-                ..End::default()
-            };
-            record(&shared_task, meta, outcome, None, end);
-        }
-        .instrument(span),
+    let task = relay_task(
+        conn.shared.clone(),
+        a,
+        client_upgrade,
+        server_upgrade,
+        permit,
     );
+    conn.shared.shutdown.tracker.spawn(task.instrument(span));
     // The 101 with the upstream's Sec-WebSocket-Accept: the client's key went upstream unchanged.
     let (parts, _) = response.into_parts();
     let mut to_client = Response::from_parts(parts, body::empty());
     headers::strip_hop_by_hop(to_client.headers_mut(), true);
     Ok(to_client)
+}
+
+/// The upstream handshake, within the call's timeout and before the background cut.
+async fn handshake(
+    a: &mut Admitted<'_>,
+    req: Request<hyper::body::Incoming>,
+    conn: &ConnInfo,
+    strict: bool,
+) -> Result<Response<hyper::body::Incoming>, Box<Refused>> {
+    let upstream = conn.shared.upstream.client(strict, true);
+    match a.clock.race(upstream.request(req.map(body::boxed))).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => {
+            let failure = classify_client_error(&e);
+            let refusal = Refusal::net(a.api, &a.url, failure.rule, &failure.net);
+            warn!(app = %a.app.appid, url = %a.url, rule = refusal.rule.as_str(), error = %failure,
+                "websocket upstream failed");
+            Err(a.refused(refusal))
+        }
+        Err(cut) => Err(a.cut(cut)),
+    }
+}
+
+/// Both upgrades, then the relay until the socket ends; the call is recorded once.
+fn relay_task(
+    shared: Arc<Shared>,
+    a: Admitted<'_>,
+    client_upgrade: OnUpgrade,
+    server_upgrade: OnUpgrade,
+    permit: OwnedSemaphorePermit,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let (meta, instance) = (a.meta, a.instance);
+    async move {
+        let (client, server) = match tokio::join!(client_upgrade, server_upgrade) {
+            (Ok(c), Ok(s)) => (c, s),
+            (Err(e), _) | (_, Err(e)) => {
+                debug!(error = %e, "websocket upgrade failed");
+                let end = End {
+                    status: Some(101),
+                    ..End::default()
+                };
+                record(&shared, meta, Outcome::Aborted, None, end);
+                return;
+            }
+        };
+        let cut = async move { instance.cut().await };
+        let (outcome, up, down) = pump(client, server, cut, &shared.shutdown, permit).await;
+        debug!(
+            bytes.up = up,
+            bytes.down = down,
+            outcome = outcome.as_str(),
+            "websocket closed"
+        );
+        let end = End {
+            status: Some(101),
+            bytes_up: up,
+            bytes_down: down,
+            ..End::default()
+        };
+        record(&shared, meta, outcome, None, end);
+    }
 }
 
 /// One direction of a relay: what was read, and whether the reader is mid-write.
