@@ -316,6 +316,7 @@ async fn mutations_need_the_token_when_one_is_set() {
         ),
         ("POST", format!("{base}/api/apps/{APPID}/background"), ""),
         ("POST", format!("{base}/api/apps/{APPID}/foreground"), ""),
+        ("PUT", format!("{base}/api/refusal"), "{\"style\":\"fail\"}"),
     ];
     for (method, url, body) in &calls {
         let m = http::Method::from_bytes(method.as_bytes()).unwrap();
@@ -367,6 +368,130 @@ async fn mutations_need_the_token_when_one_is_set() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+}
+
+/// `PUT /api/refusal` and the `refusal` of `GET /api/state`.
+async fn put_refusal(proxy: &TestProxy, body: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .put(format!("{}/api/refusal", proxy.control_url()))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn the_refusal_style_switches_at_run_time() {
+    init_crypto();
+    let ca = TestCa::new("t");
+    let dir = tempfile::tempdir().unwrap();
+    let trust = ca.write(dir.path());
+    // `sandbox:` given, so the tests' default (`answer`) is not added: the product's default.
+    let rest = format!("sandbox: {{refusal: auto}}\n{}", one_app());
+    let yaml = base_yaml(dir.path(), &trust, &[], &rest);
+    let proxy = start_proxy_yaml(yaml, dir, &ca).await;
+    let s = state(&proxy).await;
+    assert_eq!(s["refusal"], "auto", "{s}");
+    assert_eq!(s["skip_domain_check"], false, "{s}");
+    assert!(s["apps"].is_array(), "{s}");
+
+    // A fresh client a call: a refused call in `fail` style closes its connection.
+    let plain = || client(&proxy).get("http://unlisted.example/");
+    let with_header = || {
+        client(&proxy)
+            .get("http://unlisted.example/")
+            .header("x-wxsandbox-appid", APPID)
+    };
+    // auto: fail without an X-Wxsandbox-* header, answer with one.
+    assert!(plain().send().await.is_err(), "auto, no header: fails");
+    assert_eq!(with_header().send().await.unwrap().status(), 403);
+
+    // answer: every refusal answered.
+    let (status, body) = put_refusal(&proxy, r#"{"style":"answer"}"#).await;
+    assert_eq!(
+        (status, &body),
+        (200, &serde_json::json!({"refusal": "answer"}))
+    );
+    assert_eq!(state(&proxy).await["refusal"], "answer");
+    let r = plain().send().await.unwrap();
+    let (status, errno, errmsg, rule, _) = refusal_of(r).await;
+    assert_eq!(
+        (status, errno.as_str(), errmsg.as_str(), rule.as_str()),
+        (
+            403,
+            "600002",
+            "request:fail url not in domain list",
+            "domain-list"
+        )
+    );
+
+    // fail: even a call with a sandbox header fails, unless it asks for an answer itself.
+    let (status, _) = put_refusal(&proxy, r#"{"style":"fail"}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(state(&proxy).await["refusal"], "fail");
+    assert!(with_header().send().await.is_err(), "fail, with a header");
+    let r = plain()
+        .header("x-wxsandbox-refusal", "answer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "the call's own X-Wxsandbox-Refusal comes first"
+    );
+
+    // Anything else is a 400, and the style stays.
+    for bad in [
+        r#"{"style":"never"}"#,
+        r#"{"style":"FAIL"}"#,
+        r#"{"style":""}"#,
+        r#"{"style":1}"#,
+        r#"{"enabled":true}"#,
+        r#"{}"#,
+        "[]",
+        "fail",
+        "",
+    ] {
+        let (status, body) = put_refusal(&proxy, bad).await;
+        assert_eq!(status, 400, "{bad} -> {body}");
+        assert!(body["error"].is_string(), "{bad} -> {body}");
+        assert_eq!(state(&proxy).await["refusal"], "fail", "after {bad}");
+    }
+    // Only PUT.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/refusal", proxy.control_url()))
+        .header("content-type", "application/json")
+        .body(r#"{"style":"auto"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // A mutation like the others: not from another site, JSON only.
+    let r = reqwest::Client::new()
+        .put(format!("{}/api/refusal", proxy.control_url()))
+        .header("content-type", "text/plain")
+        .body(r#"{"style":"auto"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = reqwest::Client::new()
+        .put(format!("{}/api/refusal", proxy.control_url()))
+        .header("content-type", "application/json")
+        .header("origin", "https://evil.example")
+        .body(r#"{"style":"auto"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(state(&proxy).await["refusal"], "fail");
+    let (status, _) = put_refusal(&proxy, r#"{"style":"auto"}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(state(&proxy).await["refusal"], "auto");
 }
 
 #[tokio::test]

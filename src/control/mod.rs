@@ -5,9 +5,10 @@
 //! | `GET /healthz` | 200 `ok` |
 //! | `GET /ca.pem`, `GET /ca.crt` | the CA, PEM and DER |
 //! | `GET /` | the dashboard (assets compiled in) |
-//! | `GET /api/state` | the skip switch and every app instance with its counts |
+//! | `GET /api/state` | the skip switch, the refusal style and every app instance with its counts |
 //! | `POST /api/apps/{appid}/background`, `.../foreground` | optional `?client=IP` |
 //! | `PUT /api/skip-domain-check` | body `{"enabled":bool}` |
+//! | `PUT /api/refusal` | body `{"style":"auto"|"fail"|"answer"}` (`sandbox.refusal` at run time) |
 //! | `GET /api/log?limit=N&appid=&outcome=&q=` | the latest calls, newest first |
 //! | `GET /api/events` | the same, live (server-sent events) |
 //! | `GET /api/har` | the ring as HAR 1.2 |
@@ -49,6 +50,7 @@ use hyper::body::Frame;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::calllog::Entry;
+use crate::config::RefusalStyle;
 use crate::proxy::answer::status_only;
 use crate::proxy::body::{full, Body};
 use crate::proxy::certpage;
@@ -131,6 +133,7 @@ async fn route(
         (Method::GET, "/qr.svg") => dashboard::qr_svg(&req),
         (Method::GET, "/api/state") => json(StatusCode::OK, state_json(&shared)),
         (Method::PUT, "/api/skip-domain-check") => set_skip(req, &shared).await,
+        (Method::PUT, "/api/refusal") => set_refusal(req, &shared).await,
         (Method::GET, "/api/log") => log(&req, &shared),
         (Method::GET, "/api/events") => events(&shared),
         (Method::GET, "/api/har") => {
@@ -209,9 +212,42 @@ async fn set_skip(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
     )
 }
 
+/// `PUT /api/refusal` with `{"style":"auto"|"fail"|"answer"}`: the global refusal style
+/// (`sandbox.refusal`) from now on; a call's header and an app's `refusal:` still come first.
+async fn set_refusal(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let style = match read_json(req).await {
+        Ok(v) => v
+            .get("style")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|s| match s {
+                "auto" | "fail" | "answer" => RefusalStyle::parse(s),
+                _ => None,
+            }),
+        Err(e) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": e }).to_string(),
+            )
+        }
+    };
+    let Some(style) = style else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"expected {\"style\":\"auto\"|\"fail\"|\"answer\"}"}"#.to_owned(),
+        );
+    };
+    shared.set_refusal_style(style);
+    tracing::info!(refusal = style.as_str(), "refusal style switched");
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "refusal": style.as_str() }).to_string(),
+    )
+}
+
 fn state_json(shared: &Shared) -> String {
     serde_json::json!({
         "skip_domain_check": shared.skip_domain_check(),
+        "refusal": shared.refusal_style().as_str(),
         "apps": shared.instances.snapshot(),
     })
     .to_string()
