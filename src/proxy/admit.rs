@@ -286,6 +286,13 @@ impl<'c> Arrived<'c> {
 
     fn admitted(self, app: &'c AppConfig, api: Api, instance: Arc<Instance>) -> Admitted<'c> {
         let timeout = policy::call_timeout(get_str(self.req.headers(), TIMEOUT_HEADER), app, api);
+        let preflight = policy::is_preflight(
+            self.req.method().as_str(),
+            self.req
+                .headers()
+                .contains_key("access-control-request-method"),
+        );
+        let cut_by = (!preflight).then(|| instance.clone());
         let (head, body) = self.req.into_parts();
         Admitted {
             origin: head.headers.get(ORIGIN).cloned(),
@@ -295,7 +302,7 @@ impl<'c> Arrived<'c> {
             api,
             url: Arc::from(self.url),
             style: self.style,
-            clock: Clock::new(self.meta.arrival + timeout, instance.clone()),
+            clock: Clock::new(self.meta.arrival + timeout, cut_by),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             meta: self.meta,
             instance,

@@ -195,10 +195,16 @@ pub(crate) struct Clock {
 }
 
 impl Clock {
-    pub fn new(deadline: Instant, instance: Arc<Instance>) -> Self {
+    /// `instance`: whose background cut ends the call; `None` for a call the background
+    /// doesn't cut (a CORS preflight).
+    pub fn new(deadline: Instant, instance: Option<Arc<Instance>>) -> Self {
+        let cut: Pin<Box<dyn Future<Output = ()> + Send>> = match instance {
+            Some(instance) => Box::pin(async move { instance.cut().await }),
+            None => Box::pin(std::future::pending()),
+        };
         Clock {
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            cut: Box::pin(async move { instance.cut().await }),
+            cut,
         }
     }
 
