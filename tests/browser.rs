@@ -71,11 +71,7 @@ async fn dashboard_shows_refusals_live_and_drives_background_and_the_skip_switch
 
     // 1. A refused call appears live.
     let c = client(&proxy);
-    let r = c
-        .get("http://unlisted.example/")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get("http://unlisted.example/").send().await.unwrap();
     assert_eq!(r.status(), 403);
     stdin.write_all(b"expect-refused\n").await.unwrap();
     expect("refused-seen").await;

@@ -135,10 +135,7 @@ async fn har_is_valid_har_1_2_with_credentials_redacted() {
         .send()
         .await
         .unwrap();
-    c.get("http://unlisted.example/")
-        .send()
-        .await
-        .unwrap();
+    c.get("http://unlisted.example/").send().await.unwrap();
     assert!(
         eventually(Duration::from_secs(3), || async {
             get_json(format!("{}/api/log", proxy.control_url()))
@@ -274,10 +271,7 @@ async fn metrics_parse_and_grow() {
         .bytes()
         .await
         .unwrap();
-    c.get("http://unlisted.example/")
-        .send()
-        .await
-        .unwrap();
+    c.get("http://unlisted.example/").send().await.unwrap();
     assert!(
         eventually(Duration::from_secs(3), || async {
             let m = parse_metrics(&metrics().await);
