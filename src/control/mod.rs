@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /healthz` | 200 `ok` |
 //! | `GET /ca.pem`, `GET /ca.crt` | the CA, PEM and DER |
+//! | `GET /ca.mobileconfig` | the CA in an Apple configuration profile |
 //! | `GET /` | the dashboard (assets compiled in) |
 //! | `GET /api/state` | the skip switch and every app instance with its counts |
 //! | `POST /api/apps/{appid}/background`, `.../foreground` | optional `?client=IP` |
@@ -127,6 +128,7 @@ async fn route(
         (Method::GET, "/healthz") => status_only(StatusCode::OK, "ok"),
         (Method::GET, "/ca.pem") => certpage::ca_pem(&shared),
         (Method::GET, "/ca.crt") => certpage::ca_der(&shared),
+        (Method::GET, "/ca.mobileconfig") => certpage::ca_mobileconfig(&shared),
         (Method::GET, "/" | "/index.html") => dashboard::page(),
         (Method::GET, "/qr.svg") => dashboard::qr_svg(&req),
         (Method::GET, "/api/state") => json(StatusCode::OK, state_json(&shared)),
