@@ -13,6 +13,7 @@
 //! | `GET /api/events` | the same, live (server-sent events) |
 //! | `GET /api/har` | the ring as HAR 1.2 |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /api/openapi.json` | this API in OpenAPI 3.1 (`src/control/openapi.json`, compiled in) |
 //!
 //! Before routing, every request is checked (SPEC section 6): its `Host` must name this control
 //! address (the bound `ip:port` or the connection's local address, with or without the port),
@@ -54,6 +55,10 @@ use crate::proxy::answer::status_only;
 use crate::proxy::body::{full, Body};
 use crate::proxy::certpage;
 use crate::state::Shared;
+
+/// The control API described in OpenAPI 3.1 (`GET /api/openapi.json`); tests/openapi.rs keeps
+/// it and the router above in step.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Largest request body the control API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -132,6 +137,7 @@ async fn route(
         (Method::GET, "/" | "/index.html") => dashboard::page(),
         (Method::GET, "/qr.svg") => dashboard::qr_svg(&req),
         (Method::GET, "/api/state") => json(StatusCode::OK, state_json(&shared)),
+        (Method::GET, "/api/openapi.json") => json(StatusCode::OK, OPENAPI.to_owned()),
         (Method::PUT, "/api/skip-domain-check") => set_skip(req, &shared).await,
         (Method::GET, "/api/log") => log(&req, &shared),
         (Method::GET, "/api/events") => events(&shared),
