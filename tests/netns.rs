@@ -467,15 +467,19 @@ fn start_services(w: &mut World) -> PathBuf {
             .status
             == 200
     });
-    let echo = w
-        .exec("proxy", "bash")
-        .args([
-            "-c",
-            &format!("exec 3<>/dev/tcp/{DEVICE}/9000 && echo ping >&3 && head -c 5 <&3"),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&echo.stdout), "ping\n", "TCP echo");
+    wait_until("the TCP echo", || {
+        let echo = w
+            .exec("proxy", "timeout")
+            .args([
+                "5",
+                "bash",
+                "-c",
+                &format!("exec 3<>/dev/tcp/{DEVICE}/9000 && echo ping >&3 && head -c 5 <&3"),
+            ])
+            .output()
+            .unwrap();
+        echo.stdout == b"ping\n"
+    });
     ca_dir.join("wxsandbox-ca.pem")
 }
 
