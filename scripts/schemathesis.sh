@@ -57,7 +57,8 @@ args=(
 )
 [ -n "${SEED:-}" ] && args+=(--seed "$SEED")
 status=0
-timeout "${SCHEMATHESIS_TIMEOUT:-600}" schemathesis "${args[@]}" || status=$?
+# From the temp dir: schemathesis keeps a cache (.schemathesis/) in its working directory.
+(cd "$tmp" && timeout "${SCHEMATHESIS_TIMEOUT:-600}" schemathesis "${args[@]}") || status=$?
 if ! kill -0 "$pid" 2>/dev/null; then
   echo "the proxy died during the run:" >&2
   tail -50 "$tmp/proxy.log" >&2
