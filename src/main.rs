@@ -42,6 +42,28 @@ fn main() -> ExitCode {
             format,
         }) => runtime.block_on(check_cert(url, trust, resolve, format)),
         Some(Command::Ca { dir, config }) => ca(dir.as_deref(), config.as_deref()),
+        Some(Command::Completions { shell }) => print_out(&wxsandbox::cli::completions(shell)),
+        Some(Command::Manpage { command }) => match wxsandbox::cli::manpage(command.as_deref()) {
+            Ok(page) => print_out(&page),
+            Err(e) => {
+                eprintln!("wxsandbox: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// Write generated text to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print_out(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wxsandbox: can't write to stdout: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -911,3 +911,97 @@ async fn records_are_clipped_and_log_and_har_stream() {
         .unwrap()
         .starts_with(&format!("https://{API_HOST}/big/0?")));
 }
+
+/// The install page's iOS downloads, as served through the proxy (and the profile on the control
+/// port): content types, and the profile parsed as a property list whose root payload carries
+/// exactly the CA's DER.
+#[tokio::test]
+async fn ios_downloads_carry_the_ca() {
+    let (proxy, _backend, _ca) = setup(None).await;
+    let der = proxy.running.shared.ca.cert_der().to_vec();
+    let c = client(&proxy);
+
+    let page = c
+        .get("http://wxsandbox.cert/")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("href=\"/ca.mobileconfig\"") && page.contains("href=\"/ca-ios.pem\""));
+
+    let pem = c
+        .get("http://wxsandbox.cert/ca-ios.pem")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pem.status(), 200);
+    assert_eq!(pem.headers()["content-type"], "application/x-x509-ca-cert");
+    let disposition = pem.headers()["content-disposition"].to_str().unwrap();
+    assert!(disposition.starts_with("inline"), "{disposition}");
+    assert_eq!(pem.text().await.unwrap(), proxy.ca_pem);
+
+    let through_proxy = c
+        .get("http://wxsandbox.cert/ca.mobileconfig")
+        .send()
+        .await
+        .unwrap();
+    let on_control = reqwest::get(format!("{}/ca.mobileconfig", proxy.control_url()))
+        .await
+        .unwrap();
+    let mut profiles = Vec::new();
+    for r in [through_proxy, on_control] {
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/x-apple-aspen-config"
+        );
+        profiles.push(r.bytes().await.unwrap());
+    }
+    assert_eq!(profiles[0], profiles[1], "one profile, stable");
+
+    let profile: plist::Value = plist::from_bytes(&profiles[0]).unwrap();
+    let top = profile.as_dictionary().unwrap();
+    let text =
+        |d: &plist::Dictionary, k: &str| d.get(k).and_then(|v| v.as_string()).map(str::to_owned);
+    assert_eq!(text(top, "PayloadType").as_deref(), Some("Configuration"));
+    assert_eq!(
+        top.get("PayloadVersion")
+            .and_then(|v| v.as_signed_integer()),
+        Some(1)
+    );
+    let payloads = top.get("PayloadContent").unwrap().as_array().unwrap();
+    assert_eq!(payloads.len(), 1);
+    let root = payloads[0].as_dictionary().unwrap();
+    assert_eq!(
+        text(root, "PayloadType").as_deref(),
+        Some("com.apple.security.root")
+    );
+    assert_eq!(
+        root.get("PayloadVersion")
+            .and_then(|v| v.as_signed_integer()),
+        Some(1)
+    );
+    for d in [top, root] {
+        for key in ["PayloadIdentifier", "PayloadDisplayName", "PayloadUUID"] {
+            assert!(text(d, key).is_some_and(|v| !v.is_empty()), "{key} missing");
+        }
+        let uuid = text(d, "PayloadUUID").unwrap();
+        let groups: Vec<usize> = uuid.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{uuid}");
+        assert!(
+            uuid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
+            "{uuid}"
+        );
+    }
+    assert_ne!(text(top, "PayloadUUID"), text(root, "PayloadUUID"));
+    assert_ne!(
+        text(top, "PayloadIdentifier"),
+        text(root, "PayloadIdentifier")
+    );
+    assert_eq!(
+        root.get("PayloadContent").unwrap().as_data().unwrap(),
+        &der[..]
+    );
+}

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /healthz` | 200 `ok` |
 //! | `GET /ca.pem`, `GET /ca.crt` | the CA, PEM and DER |
+//! | `GET /ca.mobileconfig` | the CA in an Apple configuration profile |
 //! | `GET /` | the dashboard (assets compiled in) |
 //! | `GET /api/state` | the skip switch, the refusal style and every app instance with its counts |
 //! | `POST /api/apps/{appid}/background`, `.../foreground` | optional `?client=IP` |
@@ -13,6 +14,7 @@
 //! | `GET /api/events` | the same, live (server-sent events) |
 //! | `GET /api/har` | the ring as HAR 1.2 |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /api/openapi.json` | this API in OpenAPI 3.1 (`src/control/openapi.json`, compiled in) |
 //!
 //! Before routing, every request is checked (SPEC section 6): its `Host` must name this control
 //! address (the bound `ip:port` or the connection's local address, with or without the port),
@@ -55,6 +57,10 @@ use crate::proxy::answer::status_only;
 use crate::proxy::body::{full, Body};
 use crate::proxy::certpage;
 use crate::state::Shared;
+
+/// The control API described in OpenAPI 3.1 (`GET /api/openapi.json`); tests/openapi.rs keeps
+/// it and the router above in step.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Largest request body the control API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -129,9 +135,11 @@ async fn route(
         (Method::GET, "/healthz") => status_only(StatusCode::OK, "ok"),
         (Method::GET, "/ca.pem") => certpage::ca_pem(&shared),
         (Method::GET, "/ca.crt") => certpage::ca_der(&shared),
+        (Method::GET, "/ca.mobileconfig") => certpage::ca_mobileconfig(&shared),
         (Method::GET, "/" | "/index.html") => dashboard::page(),
         (Method::GET, "/qr.svg") => dashboard::qr_svg(&req),
         (Method::GET, "/api/state") => json(StatusCode::OK, state_json(&shared)),
+        (Method::GET, "/api/openapi.json") => json(StatusCode::OK, OPENAPI.to_owned()),
         (Method::PUT, "/api/skip-domain-check") => set_skip(req, &shared).await,
         (Method::PUT, "/api/refusal") => set_refusal(req, &shared).await,
         (Method::GET, "/api/log") => log(&req, &shared),
