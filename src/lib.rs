@@ -20,6 +20,7 @@ pub mod control;
 pub mod instances;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod resend;
 pub mod shutdown;
 pub mod state;

@@ -1,13 +1,13 @@
 //! `wxsandbox`: thin entry point: arguments → logging → config (exit 64 when bad) → run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 
 use wxsandbox::cli::{Cli, Command, LogFormat, OutputFormat, RunArgs};
-use wxsandbox::config::{Config, ConfigError};
+use wxsandbox::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
 use wxsandbox::shutdown::DRAIN_GRACE;
 use wxsandbox::tls::ca::{CaOrigin, CertificateAuthority};
 use wxsandbox::{telemetry, StartError};
@@ -83,24 +83,8 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(listen) = args.listen {
-        config.proxy.listen = listen;
-    }
-    if let Some(control) = args.control {
-        config.control.listen = control;
-    }
-    if let Some(dir) = args.ca_dir {
-        config.ca.dir = dir;
-    }
-    if args.token.is_some() {
-        config.control.token = args.token;
-    }
-    if let Some(refusal) = args.refusal {
-        config.sandbox.refusal = refusal.into();
-    }
-    if args.skip_domain_check {
-        config.sandbox.skip_domain_check = true;
-    }
+    let overrides = Overrides::of(&args);
+    overrides.apply(&mut config);
     let source = config.source.clone();
     let running = match wxsandbox::start(config).await {
         Ok(r) => r,
@@ -115,6 +99,18 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Edits to the file apply without a restart (the command line still wins).
+    let file = args
+        .config
+        .clone()
+        .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()));
+    if let Some(path) = file {
+        wxsandbox::reload::enable(
+            &running.shared,
+            path,
+            Box::new(move |c: &mut Config| overrides.apply(c)),
+        );
+    }
     let ca = &running.shared.ca;
     let message = format!(
         "wxsandbox: proxy on {} (config {source}); dashboard http://{}/; CA {} (SHA-256 {}); \
@@ -240,6 +236,51 @@ async fn check_cert(
         Err(e) => {
             eprintln!("wxsandbox: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// What the command line sets over the file, applied at start and on every reload.
+#[derive(Debug, Clone)]
+struct Overrides {
+    listen: Option<std::net::SocketAddr>,
+    control: Option<std::net::SocketAddr>,
+    ca_dir: Option<PathBuf>,
+    token: Option<String>,
+    refusal: Option<wxsandbox::config::RefusalStyle>,
+    skip_domain_check: bool,
+}
+
+impl Overrides {
+    fn of(args: &RunArgs) -> Self {
+        Overrides {
+            listen: args.listen,
+            control: args.control,
+            ca_dir: args.ca_dir.clone(),
+            token: args.token.clone(),
+            refusal: args.refusal.map(Into::into),
+            skip_domain_check: args.skip_domain_check,
+        }
+    }
+
+    fn apply(&self, config: &mut Config) {
+        if let Some(listen) = self.listen {
+            config.proxy.listen = listen;
+        }
+        if let Some(control) = self.control {
+            config.control.listen = control;
+        }
+        if let Some(dir) = &self.ca_dir {
+            config.ca.dir.clone_from(dir);
+        }
+        if self.token.is_some() {
+            config.control.token.clone_from(&self.token);
+        }
+        if let Some(refusal) = self.refusal {
+            config.sandbox.refusal = refusal;
+        }
+        if self.skip_domain_check {
+            config.sandbox.skip_domain_check = true;
         }
     }
 }

@@ -2,7 +2,10 @@
 //! the upstream clients, the run-time switches, and the shutdown handle.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
+
+use arc_swap::ArcSwap;
 
 use crate::calllog::CallLog;
 use crate::config::{Config, RefusalStyle};
@@ -15,10 +18,16 @@ use crate::tls::leaf::LeafCache;
 
 #[derive(Debug)]
 pub struct Shared {
-    pub config: Config,
+    /// The config in force: replaced whole by a reload; a call keeps the one it started with.
+    config: ArcSwap<Config>,
     pub ca: CertificateAuthority,
     pub leaves: LeafCache,
-    pub upstream: Upstream,
+    /// The upstream clients, rebuilt when a reload changes `upstream:`.
+    upstream: ArcSwap<Upstream>,
+    /// How to read the config file again (set when it came from a file).
+    pub reloader: OnceLock<crate::reload::Reloader>,
+    /// The last reload's outcome, for the dashboard and `/api/state`.
+    pub reload_status: Mutex<crate::reload::Status>,
     pub shutdown: Shutdown,
     pub instances: Instances,
     pub log: CallLog,
@@ -46,16 +55,52 @@ impl Shared {
             instances: Instances::new(&config),
             log: CallLog::new(crate::calllog::DEFAULT_CAPACITY),
             resends: crate::resend::Resends::default(),
-            config,
+            config: ArcSwap::from_pointee(config),
             ca,
             leaves,
-            upstream,
+            upstream: ArcSwap::from_pointee(upstream),
+            reloader: OnceLock::new(),
+            reload_status: Mutex::new(crate::reload::Status::default()),
             shutdown,
             started: Instant::now(),
             skip_domain_check: AtomicBool::new(skip),
             refusal,
             refused: AtomicU64::new(0),
         }
+    }
+
+    /// The config in force now (a call holds on to the one it started with).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The upstream clients in force now.
+    pub fn upstream(&self) -> Arc<Upstream> {
+        self.upstream.load_full()
+    }
+
+    /// Put a new config (and, when `upstream:` changed, new upstream clients) in force.
+    pub(crate) fn install(&self, config: Config, upstream: Option<Upstream>) {
+        self.instances.reconfigure(&config);
+        if let Some(upstream) = upstream {
+            self.upstream.store(Arc::new(upstream));
+        }
+        self.config.store(Arc::new(config));
+    }
+
+    /// The last reload's outcome.
+    pub fn reload_status(&self) -> crate::reload::Status {
+        self.reload_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_reload_status(&self, status: crate::reload::Status) {
+        *self
+            .reload_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = status;
     }
 
     /// The "skip domain check" switch (rules 3-4 and the TLS audit), flippable at run time.
@@ -94,7 +139,7 @@ impl Shared {
     pub fn switches(&self) -> Switches {
         Switches {
             skip_domain_check: self.skip_domain_check(),
-            lan_prefix: self.config.sandbox.lan_prefix,
+            lan_prefix: self.config.load().sandbox.lan_prefix,
         }
     }
 }

@@ -117,7 +117,7 @@ pub struct CaConfig {
     pub dir: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     /// Extra PEM CA files trusted for upstream servers (system roots are always trusted).
     pub trust: Vec<PathBuf>,

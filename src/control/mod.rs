@@ -40,6 +40,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tracing::{debug, warn, Instrument};
 
+mod config_api;
 mod dashboard;
 mod export;
 
@@ -142,6 +143,8 @@ async fn route(
         (Method::GET, "/api/openapi.json") => json(StatusCode::OK, OPENAPI.to_owned()),
         (Method::PUT, "/api/skip-domain-check") => set_skip(req, &shared).await,
         (Method::PUT, "/api/refusal") => set_refusal(req, &shared).await,
+        (Method::GET, "/api/config") => config_api::get(&shared),
+        (Method::POST, "/api/config/reload") => config_api::reload(&shared),
         (Method::GET, "/api/log") => log(&req, &shared),
         (Method::GET, "/api/events") => events(&shared),
         (Method::GET, "/api/har") => {
@@ -173,7 +176,8 @@ async fn route(
 }
 
 fn authorized<B>(req: &Request<B>, shared: &Shared) -> bool {
-    let Some(token) = &shared.config.control.token else {
+    let config = shared.config();
+    let Some(token) = &config.control.token else {
         return true;
     };
     req.headers()
@@ -257,6 +261,7 @@ fn state_json(shared: &Shared) -> String {
         "skip_domain_check": shared.skip_domain_check(),
         "refusal": shared.refusal_style().as_str(),
         "apps": shared.instances.snapshot(),
+        "config": shared.reload_status(),
     })
     .to_string()
 }

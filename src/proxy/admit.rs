@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AppConfig;
+use crate::config::{AppConfig, Config};
 use crate::instances::{Instance, Phase};
 use crate::policy::{self, Api, ApiHints, AppHints, CallUrl, Refusal, Style, Verdict};
 use crate::proxy::body::Body;
@@ -173,10 +173,11 @@ impl Admitted<'_> {
 /// Stage 1, admit: head size, the URL (and its hint), the app and API, rules 1-5.
 pub(crate) fn admit<'c>(
     req: Request<Incoming>,
-    conn: &'c ConnInfo,
+    conn: &ConnInfo,
+    config: &'c Config,
     target: &Target,
 ) -> Result<Admitted<'c>, Box<Refused>> {
-    let mut arrived = Arrived::read(req, conn, target);
+    let mut arrived = Arrived::read(req, conn, config, target);
     match arrived.verdict(conn, target) {
         Ok((app, api, instance)) => Ok(arrived.admitted(app, api, instance)),
         Err(refusal) => Err(arrived.refuse(refusal)),
@@ -197,7 +198,7 @@ struct Arrived<'c> {
 }
 
 impl<'c> Arrived<'c> {
-    fn read(req: Request<Incoming>, conn: &'c ConnInfo, target: &Target) -> Self {
+    fn read(req: Request<Incoming>, conn: &ConnInfo, config: &'c Config, target: &Target) -> Self {
         let websocket = headers::is_websocket_upgrade(req.headers());
         // Non-ASCII bytes are judged too (rule 1 refuses them with their own text).
         let hint = req
@@ -213,7 +214,7 @@ impl<'c> Arrived<'c> {
             req.headers(),
             req.version(),
         );
-        let app = identify(&req, conn);
+        let app = identify(&req, conn, config);
         meta.appid = app.map(|a| a.appid.clone());
         let style = style_of(&req, app, &conn.shared);
         Arrived {
@@ -326,7 +327,11 @@ impl<'c> Arrived<'c> {
 }
 
 /// The app of a request: its own headers first, then what its tunnel's CONNECT said.
-fn identify<'c>(req: &Request<Incoming>, conn: &'c ConnInfo) -> Option<&'c AppConfig> {
+fn identify<'c>(
+    req: &Request<Incoming>,
+    conn: &ConnInfo,
+    config: &'c Config,
+) -> Option<&'c AppConfig> {
     let h = req.headers();
     let tunnel = conn.tunnel.as_ref();
     let hints = AppHints {
@@ -337,7 +342,7 @@ fn identify<'c>(req: &Request<Incoming>, conn: &'c ConnInfo) -> Option<&'c AppCo
         referer: get_str(h, REFERER.as_str()),
         client: conn.client.ip(),
     };
-    policy::identify_app(&conn.shared.config, &hints)
+    policy::identify_app(config, &hints)
 }
 
 /// The API a request stands for.

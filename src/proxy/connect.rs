@@ -115,7 +115,8 @@ fn judge(req: &Request<Incoming>, conn: &ConnInfo, tunnel: &TunnelInfo) -> Optio
         referer: None,
         client: conn.client.ip(),
     };
-    let app = policy::identify_app(&shared.config, &hints)?;
+    let config = shared.config();
+    let app = policy::identify_app(&config, &hints)?;
     let verdict = policy::judge_connect(app, conn.client.ip(), host, port, shared.switches());
     let Verdict::Refuse(refusal) = verdict else {
         return None;

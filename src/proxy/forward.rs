@@ -39,7 +39,8 @@ pub(crate) async fn call(
         return Ok(certpage::serve(&req, &conn.shared));
     }
     let shared = conn.shared.clone();
-    let admitted = match admit(req, &conn, &target) {
+    let config = shared.config();
+    let admitted = match admit(req, &conn, &config, &target) {
         Ok(a) => a,
         Err(refused) => return refuse::finish(&shared, *refused).await,
     };
@@ -157,7 +158,8 @@ async fn send_upstream(
         a.head.clone(),
         body::boxed(Counted::new(incoming, request_body.clone())),
     );
-    let client = conn.shared.upstream.client(strict, false);
+    let upstream = conn.shared.upstream();
+    let client = upstream.client(strict, false);
     match a.clock.race(client.request(upstream_req)).await {
         Ok(Ok(response)) => {
             let mut response = response.map(body::boxed);

@@ -64,7 +64,8 @@ pub(crate) struct ConnInfo {
 impl ConnInfo {
     /// The deadlines of this connection, from the config.
     pub fn deadlines(&self) -> Deadlines {
-        let p = &self.shared.config.proxy;
+        let config = self.shared.config();
+        let p = &config.proxy;
         Deadlines {
             first: p.header_timeout,
             idle: p.idle_timeout,
@@ -86,7 +87,7 @@ pub(crate) struct TunnelInfo {
 /// beyond `proxy.max_connections`, new ones get a one-line refusal and are closed.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let token = shared.shutdown.token.clone();
-    let slots = Arc::new(Semaphore::new(shared.config.proxy.max_connections));
+    let slots = Arc::new(Semaphore::new(shared.config().proxy.max_connections));
     let last_warning = AtomicU64::new(0);
     loop {
         let accepted = tokio::select! {
@@ -97,7 +98,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             Ok((stream, peer)) => {
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 if !shared
-                    .config
+                    .config()
                     .proxy
                     .clients
                     .iter()
@@ -139,7 +140,7 @@ fn refuse_over_capacity(stream: &TcpStream, peer: SocketAddr, shared: &Shared, l
     let _ = stream.try_write(answer.as_bytes());
     let now = shared.started.elapsed().as_secs();
     if last.swap(now, Ordering::Relaxed) != now {
-        warn!(client.addr = %peer, limit = shared.config.proxy.max_connections,
+        warn!(client.addr = %peer, limit = shared.config().proxy.max_connections,
             "refused a client connection: proxy.max_connections are open");
     }
 }

@@ -33,7 +33,7 @@ where
         Err(refusal) => return closed(conn, meta, &refusal),
     };
     let dialed = shared
-        .upstream
+        .upstream()
         .connector(false)
         .connect_to(&tunnel.host, tunnel.port, false)
         .await;
@@ -76,8 +76,9 @@ fn admit(
         referer: None,
         client: conn.client.ip(),
     };
-    let app = policy::identify_app(&shared.config, &hints)
-        .ok_or_else(|| policy::unknown_app(Api::Tcp, url))?;
+    let config = shared.config();
+    let app =
+        policy::identify_app(&config, &hints).ok_or_else(|| policy::unknown_app(Api::Tcp, url))?;
     meta.appid = Some(app.appid.clone());
     let call = Call {
         client: conn.client.ip(),

@@ -415,6 +415,11 @@ impl Upstream {
         let _ = self.own.set(own);
     }
 
+    /// The sockets set by [`Upstream::forbid`] (for the clients of a reloaded config).
+    pub fn forbidden(&self) -> Vec<SocketAddr> {
+        self.own.get().cloned().unwrap_or_default()
+    }
+
     /// The client for a call: `strict` unless the skip switch is on; `websocket` for upgrades.
     pub fn client(&self, strict: bool, websocket: bool) -> &HttpClient {
         match (strict, websocket) {

@@ -94,7 +94,8 @@ async fn handshake(
     conn: &ConnInfo,
     strict: bool,
 ) -> Result<Response<hyper::body::Incoming>, Box<Refused>> {
-    let upstream = conn.shared.upstream.client(strict, true);
+    let clients = conn.shared.upstream();
+    let upstream = clients.client(strict, true);
     match a.clock.race(upstream.request(req.map(body::boxed))).await {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(e)) => {
