@@ -43,7 +43,7 @@ pub fn call_timeout(header: Option<&str>, app: &AppConfig, api: Api) -> Duration
     }
     let t = &app.network_timeout;
     let configured = match api {
-        Api::Request | Api::Tcp => t.request,
+        Api::Request | Api::Tcp | Api::WebView => t.request,
         Api::UploadFile => t.upload_file,
         Api::DownloadFile => t.download_file,
         Api::ConnectSocket => t.connect_socket,

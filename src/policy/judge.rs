@@ -59,6 +59,7 @@ pub fn judge(app: &AppConfig, call: &Call<'_>, switches: Switches) -> Verdict {
             matches!(url.scheme, Scheme::Http | Scheme::Https)
         }
         Api::ConnectSocket => matches!(url.scheme, Scheme::Ws | Scheme::Wss),
+        Api::WebView => url.scheme == Scheme::Https,
         Api::Tcp => url.scheme == Scheme::Tcp,
     };
     if !scheme_fits {
@@ -132,6 +133,7 @@ fn schemes_of(api: Api) -> &'static str {
             "https:// (or http:// to a LAN address)"
         }
         Api::ConnectSocket => "wss:// (or ws:// to a LAN address)",
+        Api::WebView => "https://",
         Api::Tcp => "tcp",
     }
 }
@@ -144,6 +146,7 @@ pub(super) fn list_of(app: &AppConfig, api: Api) -> (&'static str, &[Origin]) {
         Api::UploadFile => ("uploadFile", &d.upload_file),
         Api::DownloadFile => ("downloadFile", &d.download_file),
         Api::ConnectSocket => ("socket", &d.socket),
+        Api::WebView => ("business_domains", &[]),
         Api::Tcp => ("tcp", &d.tcp),
     }
 }
@@ -160,6 +163,7 @@ pub(super) fn matches(entry: &Origin, url: &CallUrl, api: Api) -> bool {
     }
     match api {
         Api::ConnectSocket => true,
+        Api::WebView => false,
         Api::Tcp => entry.port.is_none_or(|p| p == url.effective_port()),
         _ => entry.port == url.port,
     }

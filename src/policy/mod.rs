@@ -13,6 +13,7 @@ mod refusal;
 #[cfg(test)]
 mod tests;
 mod url;
+mod webview;
 
 /// The mini program API a call stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,6 +25,8 @@ pub enum Api {
     ConnectSocket,
     /// `wx.createTCPSocket` (a CONNECT tunnel whose first bytes are not TLS).
     Tcp,
+    /// A `<web-view>` page: its navigations (business domains) and what the page loads.
+    WebView,
 }
 
 impl Api {
@@ -35,6 +38,7 @@ impl Api {
             Api::DownloadFile => "downloadFile",
             Api::ConnectSocket => "createSocketTask",
             Api::Tcp => "createTCPSocket",
+            Api::WebView => "web-view",
         }
     }
 
@@ -46,6 +50,7 @@ impl Api {
             Api::DownloadFile => "downloadFile",
             Api::ConnectSocket => "connectSocket",
             Api::Tcp => "tcp",
+            Api::WebView => "webview",
         }
     }
 
@@ -72,6 +77,8 @@ pub enum Rule {
     Charset,
     /// The client's own request was broken (e.g. its chunked body): its fault, not a refusal.
     ClientError,
+    /// A web-view navigation outside the business domains.
+    BusinessDomain,
 }
 
 impl Rule {
@@ -91,6 +98,7 @@ impl Rule {
             Rule::Tls => "tls",
             Rule::Charset => "charset",
             Rule::ClientError => "client-error",
+            Rule::BusinessDomain => "business-domain",
         }
     }
 }
@@ -349,3 +357,4 @@ pub use decide::{call_timeout, is_preflight, refusal_style, Style, DEFAULT_TIMEO
 pub use identify::{detect_api, identify_app, unknown_app};
 pub use judge::{judge, judge_connect};
 pub use url::{hint_matches, normalize_target_host, parse_url, CallUrl, Host};
+pub use webview::{judge_navigation, webview_kind, WebView};

@@ -852,3 +852,71 @@ mod decisions {
         assert_eq!(rule("192.168.1.30", 3306), None);
     }
 }
+
+mod webviews {
+    use super::*;
+    use crate::policy::{judge_navigation, webview_kind, WebView};
+
+    #[test]
+    fn web_view_traffic_is_told_by_its_marks() {
+        let ua = Some("Mozilla/5.0 ... MicroMessenger/8.0 miniProgram");
+        let plain = Some("Mozilla/5.0 Chrome/120");
+        // (X-Wxsandbox-Api, User-Agent, Sec-Fetch-Dest, any Sec-Fetch-*) -> kind
+        let rows = [
+            (Some("webview"), None, None, false, WebView::Navigation),
+            (None, ua, Some("document"), true, WebView::Navigation),
+            (None, ua, Some("iframe"), true, WebView::Navigation),
+            (None, ua, Some("empty"), true, WebView::Subresource),
+            (None, ua, Some("image"), true, WebView::Subresource),
+            (None, ua, None, false, WebView::No),
+            (None, plain, Some("document"), true, WebView::No),
+            (Some("request"), ua, None, false, WebView::No),
+        ];
+        for (api, agent, dest, sec, want) in rows {
+            assert_eq!(
+                webview_kind(api, agent, dest, sec),
+                want,
+                "{api:?} {agent:?} {dest:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn navigations_need_a_business_domain_or_a_subdomain_of_one() {
+        let mut a = standard();
+        a.business_domains = vec!["biz.example.com".to_owned()];
+        let sw = Switches {
+            skip_domain_check: false,
+            lan_prefix: 24,
+        };
+        let rows = [
+            ("https://biz.example.com/", true),
+            ("https://shop.biz.example.com/a?b", true),
+            ("https://BIZ.example.com./", true),
+            ("https://notbiz.example.com/", false),
+            ("https://example.com/", false),
+            ("http://biz.example.com/", false),
+            ("https://biz.example.com:8443/", false),
+            ("https://192.168.1.2/", false),
+            ("https://evil.example\\biz.example.com/", false),
+        ];
+        for (url, allowed) in rows {
+            let verdict = judge_navigation(&a, url, sw);
+            assert_eq!(verdict == Verdict::Allow, allowed, "{url}: {verdict:?}");
+            if let Verdict::Refuse(r) = verdict {
+                assert_eq!(
+                    (r.status, r.errno, r.rule),
+                    (403, 600002, Rule::BusinessDomain)
+                );
+            }
+        }
+        let skip = Switches {
+            skip_domain_check: true,
+            lan_prefix: 24,
+        };
+        assert_eq!(
+            judge_navigation(&a, "https://example.com/", skip),
+            Verdict::Allow
+        );
+    }
+}

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AppConfig, Config};
 use crate::instances::{Instance, Phase};
-use crate::policy::{self, Api, ApiHints, AppHints, CallUrl, Refusal, Style, Verdict};
+use crate::policy::{self, Api, ApiHints, AppHints, CallUrl, Refusal, Style, Verdict, WebView};
 use crate::proxy::body::Body;
 use crate::proxy::call::{CallMeta, Clock, Cut, CutInfo};
 use crate::proxy::headers::{self, get_str, head_size};
@@ -135,6 +135,9 @@ pub(crate) struct Admitted<'c> {
     pub websocket: bool,
     /// Calls started on the connection before this one.
     pub earlier_calls: u64,
+    /// Web-view traffic: a browser's page, not a mini program API call (no slot, no cut, no
+    /// decoding).
+    pub webview: bool,
 }
 
 impl Admitted<'_> {
@@ -184,6 +187,9 @@ pub(crate) fn admit<'c>(
     }
 }
 
+/// What a call that passed rules 1-5 is: its app, its API, its instance.
+type Verdicted<'c> = (&'c AppConfig, Api, Arc<Instance>);
+
 /// A request as it arrived: what is read once and used by every later stage.
 struct Arrived<'c> {
     req: Request<Incoming>,
@@ -195,6 +201,7 @@ struct Arrived<'c> {
     app: Option<&'c AppConfig>,
     style: Style,
     earlier_calls: u64,
+    webview: bool,
 }
 
 impl<'c> Arrived<'c> {
@@ -226,6 +233,7 @@ impl<'c> Arrived<'c> {
             app,
             style,
             earlier_calls: conn.activity.started().saturating_sub(1),
+            webview: false,
         }
     }
 
@@ -234,7 +242,7 @@ impl<'c> Arrived<'c> {
         &mut self,
         conn: &ConnInfo,
         target: &Target,
-    ) -> Result<(&'c AppConfig, Api, Arc<Instance>), Refusal> {
+    ) -> Result<Verdicted<'c>, Refusal> {
         let guess = if self.websocket {
             Api::ConnectSocket
         } else {
@@ -253,6 +261,9 @@ impl<'c> Arrived<'c> {
         let app = self
             .app
             .ok_or_else(|| policy::unknown_app(guess, &self.url))?;
+        if let Some(admitted) = self.webview(conn, target, app)? {
+            return Ok(admitted);
+        }
         let api = detect(&self.req, app, &self.url, self.websocket);
         self.meta.api = api.as_str();
         if let Some(hint) = &self.hint {
@@ -285,6 +296,46 @@ impl<'c> Arrived<'c> {
         Ok((app, api, instance))
     }
 
+    /// Web-view traffic: a navigation is judged by the business domains (and answered with a
+    /// page a person can read), what the page loads passes; neither takes a slot.
+    fn webview(
+        &mut self,
+        conn: &ConnInfo,
+        target: &Target,
+        app: &'c AppConfig,
+    ) -> Result<Option<Verdicted<'c>>, Refusal> {
+        let h = self.req.headers();
+        let kind = policy::webview_kind(
+            get_str(h, API_HEADER),
+            get_str(h, "user-agent"),
+            get_str(h, "sec-fetch-dest"),
+            h.keys().any(|k| k.as_str().starts_with("sec-fetch-")),
+        );
+        if kind == WebView::No || self.websocket {
+            return Ok(None);
+        }
+        self.meta.api = Api::WebView.as_str();
+        if let Some(hint) = &self.hint {
+            check_hint(hint, target, false, Api::WebView)?;
+        }
+        if kind == WebView::Navigation {
+            if let Verdict::Refuse(refusal) =
+                policy::judge_navigation(app, &self.url, conn.shared.switches())
+            {
+                // A person is looking at it: the refusal page, whatever the style.
+                self.style = Style::Answer;
+                return Err(refusal);
+            }
+        }
+        let instance = conn
+            .shared
+            .instances
+            .get(&app.appid, conn.client.ip())
+            .map_err(|_| policy::unknown_app(Api::WebView, &self.url))?;
+        self.webview = true;
+        Ok(Some((app, Api::WebView, instance)))
+    }
+
     fn admitted(self, app: &'c AppConfig, api: Api, instance: Arc<Instance>) -> Admitted<'c> {
         let timeout = policy::call_timeout(get_str(self.req.headers(), TIMEOUT_HEADER), app, api);
         let preflight = policy::is_preflight(
@@ -293,7 +344,7 @@ impl<'c> Arrived<'c> {
                 .headers()
                 .contains_key("access-control-request-method"),
         );
-        let cut_by = (!preflight).then(|| instance.clone());
+        let cut_by = (!preflight && !self.webview).then(|| instance.clone());
         let (head, body) = self.req.into_parts();
         Admitted {
             origin: head.headers.get(ORIGIN).cloned(),
@@ -309,6 +360,7 @@ impl<'c> Arrived<'c> {
             instance,
             websocket: self.websocket,
             earlier_calls: self.earlier_calls,
+            webview: self.webview,
         }
     }
 

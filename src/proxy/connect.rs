@@ -121,6 +121,10 @@ fn judge(req: &Request<Incoming>, conn: &ConnInfo, tunnel: &TunnelInfo) -> Optio
     let Verdict::Refuse(refusal) = verdict else {
         return None;
     };
+    // A tunnel may carry a web-view page to any host: judged request by request.
+    if !app.business_domains.is_empty() && refusal.rule != policy::Rule::ForbiddenHost {
+        return None;
+    }
     let mut meta = meta(&refusal.url);
     meta.appid = Some(app.appid.clone());
     meta.api = refusal.api.as_str();

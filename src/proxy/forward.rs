@@ -117,8 +117,8 @@ impl Plan {
         let arraybuffer =
             get_str(h, RESPONSE_TYPE_HEADER).is_some_and(|v| v.eq_ignore_ascii_case("arraybuffer"));
         Plan {
-            preflight,
-            decode: !arraybuffer && !preflight,
+            preflight: preflight || a.webview,
+            decode: !arraybuffer && !preflight && !a.webview,
             head_only: a.head.method == Method::HEAD,
         }
     }
