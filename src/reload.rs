@@ -182,16 +182,8 @@ fn keep_fixed(config: &mut Config, old: &Config) -> Vec<String> {
 }
 
 /// Reload when the file changes (polled: works on bind mounts too) and on SIGHUP, until
-/// shutdown.
-pub async fn watch(shared: Arc<Shared>) {
-    let Some(path) = shared.reloader.get().map(|r| r.path.clone()) else {
-        return;
-    };
-    let stamp = |path: &PathBuf| -> Option<(SystemTime, u64)> {
-        let m = std::fs::metadata(path).ok()?;
-        Some((m.modified().ok()?, m.len()))
-    };
-    let mut last = stamp(&path);
+/// shutdown. `last`: the file when watching began.
+async fn watch(shared: Arc<Shared>, path: PathBuf, mut last: Option<Stamp>) {
     let token = shared.shutdown.token.clone();
     let mut hup = hangups();
     loop {
@@ -206,6 +198,14 @@ pub async fn watch(shared: Arc<Shared>) {
             let _ = reload(&shared);
         }
     }
+}
+
+/// What tells a changed file: modification time and length.
+type Stamp = (SystemTime, u64);
+
+fn stamp(path: &PathBuf) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 #[cfg(unix)]
@@ -242,7 +242,19 @@ async fn next_hangup(_: &mut Hangups) {
 
 /// Reload `path` on changes from now on, applying `adjust` (the command line) each time.
 pub fn enable(shared: &Arc<Shared>, path: PathBuf, adjust: Box<dyn Fn(&mut Config) + Send + Sync>) {
-    if shared.reloader.set(Reloader { path, adjust }).is_ok() {
-        shared.shutdown.tracker.spawn(watch(shared.clone()));
+    // The file as it is now: any later change, however soon, is seen.
+    let last = stamp(&path);
+    if shared
+        .reloader
+        .set(Reloader {
+            path: path.clone(),
+            adjust,
+        })
+        .is_ok()
+    {
+        shared
+            .shutdown
+            .tracker
+            .spawn(watch(shared.clone(), path, last));
     }
 }

@@ -186,3 +186,56 @@ async fn listen_addresses_are_not_reloadable_and_say_so() {
     let (status, _) = get_via_tunnel(&w.proxy, API_HOST, "/same-port", "").await;
     assert_eq!(status, 200, "still served where it was");
 }
+
+/// The dashboard shows a refused edit in a red banner naming the line (headless Chromium).
+#[tokio::test]
+async fn the_dashboard_shows_a_refused_edit_in_red() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()));
+    assert!(
+        chromium.exists(),
+        "apt-get install -y chromium (bash .ci/run does it)"
+    );
+    assert!(
+        repo.join("tests/browser/node_modules/playwright-core")
+            .exists(),
+        "cd tests/browser && npm ci (bash .ci/run does it)"
+    );
+    let w = world(API_HOST).await;
+    let broken = format!(
+        "{}apps:\n  - appid: {APPID}\n    domains:\n      request: [https://{API_HOST}, http://plain.example.com]\n",
+        w.head
+    );
+    let line = broken.lines().count();
+    std::fs::write(&w.file, &broken).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !state(&w.proxy).await["config"]["error"].is_null()
+        })
+        .await
+    );
+    let screenshot = repo.join("target/reload-banner.png");
+    let out = tokio::time::timeout(
+        Duration::from_secs(40),
+        tokio::process::Command::new("node")
+            .arg("reload.mjs")
+            .arg(w.proxy.control_url())
+            .arg(line.to_string())
+            .arg(&screenshot)
+            .env("CHROMIUM", &chromium)
+            .current_dir(repo.join("tests/browser"))
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("rgb("), "{stdout}");
+    println!("screenshot: {} ({stdout})", screenshot.display());
+}

@@ -238,11 +238,7 @@ impl<'c> Arrived<'c> {
     }
 
     /// Rules 1-5, in order; the API is known from the app on.
-    fn verdict(
-        &mut self,
-        conn: &ConnInfo,
-        target: &Target,
-    ) -> Result<Verdicted<'c>, Refusal> {
+    fn verdict(&mut self, conn: &ConnInfo, target: &Target) -> Result<Verdicted<'c>, Refusal> {
         let guess = if self.websocket {
             Api::ConnectSocket
         } else {
