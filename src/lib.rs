@@ -10,6 +10,7 @@
 //! - [`tls`]: the local CA and leaf cache (client side), the upstream TLS client and its audit.
 //! - [`proxy`]: the I/O: accept loop, CONNECT, MITM, forwarding, WebSocket, tunnels.
 //! - [`control`]: the control API, dashboard and CA download on `control.listen`.
+//! - [`prefetch`]: the DNS prefetch of each app's `domains.dns_prefetch` hosts, at start.
 //! - [`shutdown`]: one cancellation token and one task tracker for a bounded drain.
 
 pub mod calllog;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod instances;
 pub mod policy;
+pub mod prefetch;
 pub mod proxy;
 pub mod resend;
 pub mod shutdown;
@@ -116,6 +118,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     shutdown
         .tracker
         .spawn(control::serve(control_listener, shared.clone()));
+    let prefetching = shared.clone();
+    shutdown
+        .tracker
+        .spawn(async move { prefetching.prefetch_dns().await });
     Ok(Running {
         proxy_addr,
         control_addr,
