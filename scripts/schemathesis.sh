@@ -29,10 +29,12 @@ cat > "$tmp/wxsandbox.yaml" <<YAML
 proxy: {listen: 127.0.0.1:0, clients: [127.0.0.0/8]}
 control: {listen: 127.0.0.1:0}
 ca: {dir: $tmp/ca}
+upstream: {map: {api.example.com: "127.0.0.1:9"}}
 apps:
   - appid: wx0123456789abcdef
     version: devtools
-    domains: {request: [https://api.example.com]}
+    # Prefetch results of both kinds in /api/state: resolved (through the map), and an error.
+    domains: {request: [https://api.example.com], dns_prefetch: [api.example.com, nothing.invalid]}
 YAML
 "$bin" run -c "$tmp/wxsandbox.yaml" --log-format pretty 2> "$tmp/proxy.log" &
 pid=$!

@@ -284,12 +284,13 @@ const APIS: [&str; 5] = [
     "tcp",
 ];
 /// The `rule` values of records ("" for none), by position in the counter table.
-const RULES: [&str; 13] = [
+const RULES: [&str; 14] = [
     "",
     "invalid-url",
     "domain-list",
     "forbidden-host",
     "tcp-port",
+    "tcp-quota",
     "appid",
     "background",
     "interrupted",

@@ -1,7 +1,8 @@
 //! App instances: one per (appid, client IP), created on first call. Each holds the instance's
 //! slots (10 HTTP calls, 5 sockets, from `limits`), its queue count, and its foreground /
 //! background phase, with the timer that cuts in-flight calls `background_grace_ms` after the
-//! app went to the background.
+//! app went to the background, and the sliding window of the TCP sockets it created (20 per
+//! 5 minutes).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -10,8 +11,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::config::{Config, Limits, Overflow};
+use crate::policy::SlidingWindow;
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +35,15 @@ pub enum SlotError {
     SocketsFull { limit: usize, task_id: u64 },
 }
 
+/// Why a TCP socket could not be created: `limit` were created in the last `window_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpQuotaExceeded {
+    pub limit: usize,
+    pub window_ms: u64,
+    /// Until the oldest creation leaves the window.
+    pub wait_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no app {0} in the config")]
 pub struct UnknownApp(pub String);
@@ -49,6 +61,10 @@ pub struct Instance {
     /// Bumped on every background/foreground, so a stale grace timer does nothing.
     generation: AtomicU64,
     socket_tasks: AtomicU64,
+    /// When the instance was made: the origin of its quota clock.
+    born: Instant,
+    /// TCP sockets created within `limits.tcp_window`.
+    tcp_created: Mutex<SlidingWindow>,
 }
 
 /// Holds a slot until dropped; the queue count is released even when a waiting call is cancelled.
@@ -72,6 +88,8 @@ impl Instance {
             phase: watch::channel(phase).0,
             generation: AtomicU64::new(0),
             socket_tasks: AtomicU64::new(0),
+            born: Instant::now(),
+            tcp_created: Mutex::new(SlidingWindow::default()),
         }
     }
 
@@ -117,6 +135,27 @@ impl Instance {
             .map_err(|_| SlotError::SocketsFull {
                 limit: self.limits.sockets,
                 task_id,
+            })
+    }
+
+    /// Count one `wx.createTCPSocket` created at `now`, unless `limits.tcp_per_5min` were
+    /// created in the `limits.tcp_window` before it.
+    ///
+    /// # Errors
+    /// [`TcpQuotaExceeded`] with the wait until the next one may be created.
+    pub fn take_tcp(&self, now: Instant) -> Result<(), TcpQuotaExceeded> {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = ms(now.saturating_duration_since(self.born));
+        let window_ms = ms(self.limits.tcp_window);
+        let limit = self.limits.tcp_per_5min;
+        self.tcp_created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_take(now_ms, limit, window_ms)
+            .map_err(|wait_ms| TcpQuotaExceeded {
+                limit,
+                window_ms,
+                wait_ms,
             })
     }
 
@@ -374,4 +413,58 @@ fn limits_of(config: &Config) -> HashMap<String, Limits> {
         .iter()
         .map(|a| (a.appid.clone(), a.limits.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn instances(limits: &str) -> Instances {
+        let yaml = format!(
+            "apps:\n  - appid: wx0123456789abcdef\n    limits: {limits}\n  - appid: wxfedcba9876543210\n    limits: {limits}\n"
+        );
+        let config = Config::from_yaml_str(&yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        Instances::new(&config)
+    }
+
+    /// The platform's window (5 minutes) slides on tokio's paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn take_tcp_counts_per_instance_in_a_sliding_window() {
+        let all = instances("{tcp_per_5min: 2}");
+        let a = all
+            .get("wx0123456789abcdef", "127.0.0.1".parse().unwrap())
+            .unwrap();
+        assert_eq!(a.take_tcp(Instant::now()), Ok(()));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(a.take_tcp(Instant::now()), Ok(()));
+        let full = |wait_ms| {
+            Err(TcpQuotaExceeded {
+                limit: 2,
+                window_ms: 300_000,
+                wait_ms,
+            })
+        };
+        assert_eq!(a.take_tcp(Instant::now()), full(240_000));
+        // Other instances (another device, another app) have their own window.
+        let b = all
+            .get("wx0123456789abcdef", "127.0.0.2".parse().unwrap())
+            .unwrap();
+        let c = all
+            .get("wxfedcba9876543210", "127.0.0.1".parse().unwrap())
+            .unwrap();
+        assert_eq!(b.take_tcp(Instant::now()), Ok(()));
+        assert_eq!(c.take_tcp(Instant::now()), Ok(()));
+        // The first leaves the window 5 minutes after it was taken, not before.
+        tokio::time::advance(Duration::from_millis(239_999)).await;
+        assert_eq!(a.take_tcp(Instant::now()), full(1));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(a.take_tcp(Instant::now()), Ok(()));
+        assert_eq!(a.take_tcp(Instant::now()), full(60_000));
+        // The same instance is found again: its window is kept.
+        let again = all
+            .get("wx0123456789abcdef", "127.0.0.1".parse().unwrap())
+            .unwrap();
+        assert_eq!(again.take_tcp(Instant::now()), full(60_000));
+    }
 }

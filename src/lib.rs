@@ -25,6 +25,8 @@
 //! - [`reload`]: config edits without a restart (file watch, SIGHUP, endpoint).
 //! - [`resend`]: one record for a refused call a browser resends by itself.
 //! - [`check_cert`]: the `check-cert` command. [`cli`]: the command line. [`telemetry`]: logs.
+//! - [`prefetch`]: the DNS prefetch of each app's `domains.dns_prefetch` hosts, at start and
+//!   on every config reload.
 //! - [`shutdown`]: one cancellation token and one task tracker for a bounded drain.
 
 pub mod calllog;
@@ -34,6 +36,7 @@ pub mod config;
 pub mod control;
 pub mod instances;
 pub mod policy;
+pub mod prefetch;
 pub mod proxy;
 pub mod reload;
 pub mod resend;
@@ -132,6 +135,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     shutdown
         .tracker
         .spawn(control::serve(control_listener, shared.clone()));
+    let prefetching = shared.clone();
+    shutdown
+        .tracker
+        .spawn(async move { prefetching.prefetch_dns().await });
     Ok(Running {
         proxy_addr,
         control_addr,

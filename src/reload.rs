@@ -86,7 +86,7 @@ pub struct Report {
 ///
 /// # Errors
 /// No file to read, or the new config has findings (the old one stays).
-pub fn reload(shared: &Shared) -> Result<Report, ReloadError> {
+pub fn reload(shared: &Arc<Shared>) -> Result<Report, ReloadError> {
     let Some(reloader) = shared.reloader.get() else {
         return Err(ReloadError::NoFile);
     };
@@ -130,6 +130,12 @@ pub fn reload(shared: &Shared) -> Result<Report, ReloadError> {
         warn!("{note}");
     }
     info!(apps, reloads, "config reloaded");
+    // The prefetch hosts of the new config, resolved again in the background.
+    let again = shared.clone();
+    shared
+        .shutdown
+        .tracker
+        .spawn(async move { again.prefetch_dns().await });
     shared.set_reload_status(Status {
         reloads,
         error: None,

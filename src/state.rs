@@ -1,5 +1,5 @@
 //! What every connection and the control API share: the validated config, the CA and leaf cache,
-//! the upstream clients, the run-time switches, and the shutdown handle.
+//! the upstream clients, the run-time switches, the DNS prefetch results, and the shutdown handle.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -11,6 +11,7 @@ use crate::calllog::CallLog;
 use crate::config::{Config, RefusalStyle};
 use crate::instances::Instances;
 use crate::policy::Switches;
+use crate::prefetch::Prefetch;
 use crate::proxy::upstream::Upstream;
 use crate::shutdown::Shutdown;
 use crate::tls::ca::CertificateAuthority;
@@ -31,6 +32,8 @@ pub struct Shared {
     pub shutdown: Shutdown,
     pub instances: Instances,
     pub log: CallLog,
+    /// What resolving each app's `domains.dns_prefetch` gave (see [`Shared::prefetch_dns`]).
+    pub prefetch: Prefetch,
     /// Refusals a browser is expected to resend (recorded once).
     pub resends: crate::resend::Resends,
     /// When the proxy started.
@@ -55,6 +58,7 @@ impl Shared {
             instances: Instances::new(&config),
             log: CallLog::new(crate::calllog::DEFAULT_CAPACITY),
             resends: crate::resend::Resends::default(),
+            prefetch: Prefetch::default(),
             config: ArcSwap::from_pointee(config),
             ca,
             leaves,
@@ -133,6 +137,16 @@ impl Shared {
     /// Calls refused since start (every rule: lists, limits, timeouts, upstream failures).
     pub fn refused_total(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Resolve every app's DNS prefetch hosts as calls are routed and keep the results; ends
+    /// early at shutdown. Run at start; a config reload runs it again.
+    pub async fn prefetch_dns(&self) {
+        let (config, upstream) = (self.config(), self.upstream());
+        tokio::select! {
+            () = self.prefetch.refresh(&config.apps, &upstream) => {}
+            () = self.shutdown.token.cancelled() => {}
+        }
     }
 
     /// The switches a verdict depends on, read once per call.

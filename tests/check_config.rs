@@ -117,6 +117,8 @@ fn each_bad_case_exits_1_naming_its_rule_and_line() {
             3,
         ),
         (app("    limits: {overflow: sometimes}\n"), "overflow", 3),
+        (app("    limits: {tcp_per_5min: 0}\n"), "limits", 3),
+        (app("    limits:\n      tcp_window_ms: 0\n"), "limits", 4),
     ];
     for (yaml, rule, line) in cases {
         let (code, out) = check(&yaml);

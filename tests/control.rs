@@ -1005,3 +1005,70 @@ async fn ios_downloads_carry_the_ca() {
         &der[..]
     );
 }
+
+/// "The rest of the platform's page", DNS prefetch: at start, each app's `dns_prefetch` hosts are
+/// resolved as calls are routed (`upstream.map` first; a mapped host resolves its target's host,
+/// the port dropped) and shown in `GET /api/state`; a host that doesn't resolve shows its error;
+/// a host in none of the app's lists carries a warning.
+#[tokio::test]
+async fn dns_prefetch_results_are_shown_in_state() {
+    let apps = format!(
+        "apps:\n  - appid: {APPID}\n    domains:\n      request: [https://{API_HOST}]\n      dns_prefetch: [{API_HOST}, nothing.invalid]\n  - appid: {OTHER_APPID}\n    domains:\n      request: [https://{OTHER_HOST}]\n"
+    );
+    let (proxy, _backend, _ca) = setup(Some(apps)).await;
+    let prefetch_of = |s: &serde_json::Value, appid: &str| {
+        s["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["appid"] == appid)
+            .unwrap()["dns_prefetch"]
+            .clone()
+    };
+    // Each lookup is bounded (3 s); poll a little longer than that.
+    let done = eventually(Duration::from_secs(10), || async {
+        prefetch_of(&state(&proxy).await, APPID)
+            .as_array()
+            .is_some_and(|r| r.len() == 2)
+    })
+    .await;
+    let s = state(&proxy).await;
+    assert!(done, "{s:#}");
+    let results = prefetch_of(&s, APPID);
+    let mapped = &results[0];
+    assert_eq!(mapped["host"], API_HOST, "{results:#}");
+    assert_eq!(mapped["addresses"], serde_json::json!(["127.0.0.1"]));
+    assert!(mapped["error"].is_null(), "{mapped}");
+    assert!(mapped["warning"].is_null(), "listed in request: {mapped}");
+    assert!(mapped["ms"].as_u64().is_some(), "{mapped}");
+    let invalid = &results[1];
+    assert_eq!(invalid["host"], "nothing.invalid");
+    assert_eq!(invalid["addresses"], serde_json::json!([]));
+    assert!(
+        invalid["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nothing.invalid")),
+        "{invalid}"
+    );
+    assert!(
+        invalid["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("none of the app's lists")),
+        "{invalid}"
+    );
+    assert!(
+        invalid["ms"].as_u64().is_some_and(|ms| ms <= 3500),
+        "{invalid}"
+    );
+    // An app without prefetch hosts has none; the instances are still there.
+    assert_eq!(prefetch_of(&s, OTHER_APPID), serde_json::json!([]));
+    assert!(s["apps"][0]["instances"].is_array(), "{s:#}");
+    // The dashboard draws a line per app from it.
+    let html = reqwest::get(format!("{}/", proxy.control_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("dns_prefetch") && html.contains("prefetch-warning"));
+}

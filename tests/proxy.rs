@@ -654,7 +654,10 @@ async fn a_broken_chunked_body_is_the_clients_fault() {
         .await
         .map_or(0, |r| r.unwrap_or(0));
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-    assert!(text.starts_with("HTTP/1.1 400"), "a 400 from the proxy: {text}");
+    assert!(
+        text.starts_with("HTTP/1.1 400"),
+        "a 400 from the proxy: {text}"
+    );
     assert!(text.contains("client-error"), "{text}");
     assert!(
         eventually(Duration::from_secs(3), || async {

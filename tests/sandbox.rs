@@ -535,3 +535,194 @@ async fn a_non_ascii_url_hint_is_judged() {
     );
     assert_eq!(backend.count(), 0);
 }
+
+/// The ports `wx.createTCPSocket` may not use (SPEC section 3, rule 4).
+fn tcp_port_forbidden(port: u16) -> bool {
+    port < 1024
+        || (8000..=8100).contains(&port)
+        || (27017..=27019).contains(&port)
+        || [
+            1099, 1433, 1521, 1719, 1720, 1723, 2049, 2375, 3128, 3306, 3389, 3659, 4045, 5060,
+            5061, 5432, 5984, 6000, 6379, 6566, 7001, 7002, 8443, 8888, 9200, 9300, 10051, 10080,
+            11211,
+        ]
+        .contains(&port)
+}
+
+/// A TCP echo server on the LAN neighbour 127.0.0.2, at a port TCP sockets may use; returns its
+/// address and how many connections it accepted.
+async fn start_lan_echo() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut listener = None;
+    for _ in 0..50 {
+        let l = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+        if !tcp_port_forbidden(l.local_addr().unwrap().port()) {
+            listener = Some(l);
+            break;
+        }
+    }
+    let listener = listener.expect("a port wx.createTCPSocket may use, in 50 tries");
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A CONNECT tunnel from `client` (a loopback address) to `target`; the proxy's answer head.
+async fn tunnel_from(
+    client: Ipv4Addr,
+    proxy: std::net::SocketAddr,
+    target: &str,
+) -> (tokio::net::TcpStream, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((client, 0).into()).unwrap();
+    let mut s = socket.connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    (s, head)
+}
+
+/// The tunnel relays to the echo server: a TCP socket that was created.
+async fn echoes(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    if s.write_all(b"ping").await.is_err() {
+        return false;
+    }
+    let mut got = [0u8; 4];
+    matches!(
+        tokio::time::timeout(WAIT, s.read_exact(&mut got)).await,
+        Ok(Ok(_)) if &got == b"ping"
+    )
+}
+
+/// A tunnel the TCP quota refuses: 200 to the CONNECT (the socket is known only by its first
+/// bytes), then closed without reaching upstream.
+async fn refused_by_quota(s: &mut tokio::net::TcpStream) -> bool {
+    s.write_all(b"ping").await.is_ok() && closed_within(s, Duration::from_secs(5)).await
+}
+
+/// "The rest of the platform's page", TCP quota: wx.createTCPSocket allows 20 sockets per 5
+/// minutes per app instance; the 21st fails with the platform's `[TCPSocket] created too much.`.
+/// Sockets closed at once still count (creations, not open sockets); another device is another
+/// instance.
+#[tokio::test]
+async fn the_21st_tcp_socket_in_5_minutes_is_refused_with_the_platforms_text() {
+    use std::sync::atomic::Ordering;
+    let (echo, accepted) = start_lan_echo().await;
+    let (proxy, _backend, _ca) = setup(None).await;
+    let addr = proxy.running.proxy_addr;
+    let target = echo.to_string();
+    let phone = Ipv4Addr::new(127, 0, 0, 1);
+    for i in 1..=20 {
+        let (mut s, head) = tunnel_from(phone, addr, &target).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "socket {i}: {head}");
+        assert!(echoes(&mut s).await, "socket {i} is relayed");
+        drop(s);
+    }
+    let (mut s, head) = tunnel_from(phone, addr, &target).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(refused_by_quota(&mut s).await, "the 21st is closed");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        20,
+        "a refusal never reaches upstream"
+    );
+    // Another device (another app instance) has its own 20.
+    let (mut other, head) = tunnel_from(Ipv4Addr::new(127, 0, 0, 3), addr, &target).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(echoes(&mut other).await, "another instance is not limited");
+    drop(other);
+    let url = format!("tcp://{target}");
+    let done = eventually(WAIT, || async {
+        records_for(&proxy, &url).await.len() == 22
+    })
+    .await;
+    let records = records_for(&proxy, &url).await;
+    assert!(done, "22 records: {records:#?}");
+    let refused: Vec<_> = records.iter().filter(|r| r["outcome"] != "ok").collect();
+    assert_eq!(refused.len(), 1, "{records:#?}");
+    let r = refused[0];
+    assert_eq!(r["outcome"], "refused");
+    assert_eq!(r["rule"], "tcp-quota");
+    assert_eq!(r["errMsg"], "[TCPSocket] created too much.");
+    assert_eq!(r["errno"], 600007);
+    assert_eq!(r["api"], "tcp");
+    assert_eq!(r["client"], "127.0.0.1");
+    assert!(
+        r["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("20 TCP sockets") && d.contains("5 minutes")),
+        "{r}"
+    );
+    // The metrics count it under its own rule.
+    let metrics = reqwest::get(format!("{}/metrics", proxy.control_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("rule=\"tcp-quota\"") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+}
+
+/// The window slides: with `tcp_window_ms` (for tests; 5 minutes on the platform) short, a socket
+/// is refused while the window holds `tcp_per_5min` creations, and allowed once the oldest left it.
+#[tokio::test]
+async fn the_tcp_quota_window_slides() {
+    let (echo, accepted) = start_lan_echo().await;
+    let window = Duration::from_millis(1000);
+    let apps = format!(
+        "apps:\n  - appid: {APPID}\n    domains:\n      request: [https://{API_HOST}]\n    limits: {{tcp_per_5min: 2, tcp_window_ms: {}}}\n",
+        window.as_millis()
+    );
+    let (proxy, _backend, _ca) = setup(Some(apps)).await;
+    let (addr, target) = (proxy.running.proxy_addr, echo.to_string());
+    let phone = Ipv4Addr::new(127, 0, 0, 1);
+    let started = tokio::time::Instant::now();
+    for i in 1..=2 {
+        let (mut s, _) = tunnel_from(phone, addr, &target).await;
+        assert!(echoes(&mut s).await, "socket {i}");
+    }
+    let (mut s, _) = tunnel_from(phone, addr, &target).await;
+    assert!(refused_by_quota(&mut s).await, "the 3rd within the window");
+    assert!(
+        started.elapsed() < window,
+        "the machine is too slow for this test's window"
+    );
+    // After the window (counted from before the first socket), a new socket passes.
+    tokio::time::sleep_until(started + window + Duration::from_millis(50)).await;
+    let (mut s, _) = tunnel_from(phone, addr, &target).await;
+    assert!(echoes(&mut s).await, "the window slid");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let url = format!("tcp://{target}");
+    let records = records_for(&proxy, &url).await;
+    let quota: Vec<_> = records
+        .iter()
+        .filter(|r| r["rule"] == "tcp-quota")
+        .collect();
+    assert_eq!(quota.len(), 1, "{records:#?}");
+    assert!(
+        quota[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("last 1 s")),
+        "{quota:?}"
+    );
+}

@@ -237,7 +237,17 @@ pub struct Limits {
     pub sockets: usize,
     pub overflow: Overflow,
     pub background_grace: Duration,
+    /// `wx.createTCPSocket` sockets an instance may create per [`Limits::tcp_window`] (20).
+    pub tcp_per_5min: usize,
+    /// The window of `tcp_per_5min`: 5 minutes on the platform. Configurable
+    /// (`tcp_window_ms`) only so that tests can watch it slide.
+    pub tcp_window: Duration,
 }
+
+/// Default of `limits.tcp_per_5min`: the platform's 20 TCP sockets per 5 minutes.
+pub const DEFAULT_TCP_PER_5MIN: usize = 20;
+/// Default of `limits.tcp_window_ms`: the platform's 5 minutes.
+pub const DEFAULT_TCP_WINDOW: Duration = Duration::from_secs(5 * 60);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -246,6 +256,8 @@ impl Default for Limits {
             sockets: 5,
             overflow: Overflow::Queue,
             background_grace: Duration::from_millis(5000),
+            tcp_per_5min: DEFAULT_TCP_PER_5MIN,
+            tcp_window: DEFAULT_TCP_WINDOW,
         }
     }
 }

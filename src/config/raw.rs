@@ -132,6 +132,8 @@ pub struct RawLimits {
     pub sockets: Option<usize>,
     pub overflow: Option<String>,
     pub background_grace_ms: Option<u64>,
+    pub tcp_per_5min: Option<usize>,
+    pub tcp_window_ms: Option<u64>,
 }
 
 /// Why text is not a [`RawConfig`].

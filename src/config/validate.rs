@@ -420,7 +420,31 @@ fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Opti
         background_grace: l
             .background_grace_ms
             .map_or(defaults.background_grace, Duration::from_millis),
+        tcp_per_5min: l.tcp_per_5min.unwrap_or(defaults.tcp_per_5min),
+        tcp_window: l
+            .tcp_window_ms
+            .map_or(defaults.tcp_window, Duration::from_millis),
     };
+    if l.tcp_per_5min == Some(0) {
+        c.find_value(
+            at(&[key("limits"), key("tcp_per_5min")]),
+            "tcp_per_5min: 0",
+            "limits",
+            "tcp_per_5min is how many TCP sockets an app instance may create in 5 minutes: \
+             at least 1 (the platform allows 20)"
+                .to_owned(),
+        );
+    }
+    if l.tcp_window_ms == Some(0) {
+        c.find_value(
+            at(&[key("limits"), key("tcp_window_ms")]),
+            "tcp_window_ms: 0",
+            "limits",
+            "tcp_window_ms is the window of tcp_per_5min in milliseconds (300000 on the \
+             platform; shorter only for tests): at least 1"
+                .to_owned(),
+        );
+    }
     if limits.requests == 0 || limits.sockets == 0 {
         let zero = if limits.requests == 0 {
             "requests"
@@ -744,4 +768,51 @@ fn business_domains(c: &mut Checker<'_>, at: &[Seg], entries: Vec<String>) -> Ve
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, DEFAULT_TCP_PER_5MIN, DEFAULT_TCP_WINDOW};
+    use std::time::Duration;
+
+    fn limits(yaml_limits: &str) -> super::Limits {
+        let yaml = format!("apps:\n  - appid: wx0123456789abcdef\n{yaml_limits}");
+        let config = Config::from_yaml_str(&yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        config.apps[0].limits.clone()
+    }
+
+    #[test]
+    fn the_tcp_quota_defaults_to_the_platforms_20_in_5_minutes() {
+        let l = limits("");
+        assert_eq!(
+            (l.tcp_per_5min, l.tcp_window),
+            (20, Duration::from_secs(300))
+        );
+        assert_eq!(
+            (DEFAULT_TCP_PER_5MIN, DEFAULT_TCP_WINDOW),
+            (20, Duration::from_millis(300_000))
+        );
+        let l = limits("    limits: {tcp_per_5min: 3, tcp_window_ms: 250}\n");
+        assert_eq!(
+            (l.tcp_per_5min, l.tcp_window),
+            (3, Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn a_zero_tcp_quota_or_window_is_a_finding_at_its_key() {
+        for (written, line) in [
+            ("    limits: {tcp_per_5min: 0}\n", 3),
+            (
+                "    limits:\n      requests: 10\n      tcp_window_ms: 0\n",
+                5,
+            ),
+        ] {
+            let yaml = format!("apps:\n  - appid: wx0123456789abcdef\n{written}");
+            let err = Config::from_yaml_str(&yaml, "t.yaml").expect_err(written);
+            assert_eq!(err.findings.len(), 1, "{err}");
+            let f = &err.findings[0];
+            assert_eq!((f.rule, f.line), ("limits", Some(line)), "{err}");
+        }
+    }
 }

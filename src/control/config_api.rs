@@ -13,7 +13,7 @@ pub(super) fn get(shared: &Shared) -> Response<Body> {
     super::json(StatusCode::OK, config_json(&shared.config()).to_string())
 }
 
-pub(super) fn reload(shared: &Shared) -> Response<Body> {
+pub(super) fn reload(shared: &std::sync::Arc<Shared>) -> Response<Body> {
     match reload::reload(shared) {
         Ok(report) => super::json(
             StatusCode::OK,

@@ -6,7 +6,7 @@
 //! | `GET /ca.pem`, `GET /ca.crt` | the CA, PEM and DER |
 //! | `GET /ca.mobileconfig` | the CA in an Apple configuration profile |
 //! | `GET /` | the dashboard (assets compiled in) |
-//! | `GET /api/state` | the skip switch, the refusal style and every app instance with its counts |
+//! | `GET /api/state` | the skip switch, the refusal style, every app instance with its counts, and each app's DNS prefetch results |
 //! | `POST /api/apps/{appid}/background`, `.../foreground` | optional `?client=IP` |
 //! | `PUT /api/skip-domain-check` | body `{"enabled":bool}` |
 //! | `PUT /api/refusal` | body `{"style":"auto"|"fail"|"answer"}` (`sandbox.refusal` at run time) |
@@ -256,11 +256,28 @@ async fn set_refusal(req: Request<Incoming>, shared: &Shared) -> Response<Body> 
     )
 }
 
+/// One app of `GET /api/state`: its instances, and what its DNS prefetch gave.
+#[derive(serde::Serialize)]
+struct AppState {
+    #[serde(flatten)]
+    app: crate::instances::AppSnapshot,
+    dns_prefetch: Vec<crate::prefetch::PrefetchResult>,
+}
+
 fn state_json(shared: &Shared) -> String {
+    let apps: Vec<AppState> = shared
+        .instances
+        .snapshot()
+        .into_iter()
+        .map(|app| AppState {
+            dns_prefetch: shared.prefetch.get(&app.appid),
+            app,
+        })
+        .collect();
     serde_json::json!({
         "skip_domain_check": shared.skip_domain_check(),
         "refusal": shared.refusal_style().as_str(),
-        "apps": shared.instances.snapshot(),
+        "apps": apps,
         "config": shared.reload_status(),
     })
     .to_string()

@@ -9,6 +9,7 @@ use crate::config::AppConfig;
 mod decide;
 mod identify;
 mod judge;
+mod quota;
 mod refusal;
 #[cfg(test)]
 mod tests;
@@ -67,6 +68,8 @@ pub enum Rule {
     DomainList,
     ForbiddenHost,
     TcpPort,
+    /// More `wx.createTCPSocket` sockets created in the window than the platform allows.
+    TcpQuota,
     Appid,
     Background,
     Interrupted,
@@ -89,6 +92,7 @@ impl Rule {
             Rule::DomainList => "domain-list",
             Rule::ForbiddenHost => "forbidden-host",
             Rule::TcpPort => "tcp-port",
+            Rule::TcpQuota => "tcp-quota",
             Rule::Appid => "appid",
             Rule::Background => "background",
             Rule::Interrupted => "interrupted",
@@ -176,6 +180,25 @@ impl Refusal {
             Api::ConnectSocket,
             url,
             format!("{limit} sockets are already open for this app instance"),
+        )
+    }
+
+    /// 429/600007 `[TCPSocket] created too much.`: one TCP socket more than `limit` created by
+    /// the app instance within `window_ms`; the next is allowed in `wait_ms`. The text is what
+    /// the platform throws (research section 1.4); it carries no `{api}:fail` prefix.
+    pub fn tcp_quota(url: &str, limit: usize, window_ms: u64, wait_ms: u64) -> Refusal {
+        Refusal::new(
+            429,
+            600007,
+            TCP_QUOTA_ERRMSG.to_owned(),
+            Rule::TcpQuota,
+            Api::Tcp,
+            url,
+            format!(
+                "{limit} TCP sockets were already created by this app instance in the last {} \
+                 (limits.tcp_per_5min); the next one can be created in {wait_ms} ms",
+                window_text(window_ms)
+            ),
         )
     }
 
@@ -296,6 +319,19 @@ impl Refusal {
     }
 }
 
+/// What the platform throws at the 21st `wx.createTCPSocket` within 5 minutes.
+pub const TCP_QUOTA_ERRMSG: &str = "[TCPSocket] created too much.";
+
+/// `5 minutes`, `300 ms`: a window as the detail names it.
+fn window_text(window_ms: u64) -> String {
+    match window_ms {
+        60_000 => "minute".to_owned(),
+        ms if ms % 60_000 == 0 => format!("{} minutes", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{} s", ms / 1000),
+        ms => format!("{ms} ms"),
+    }
+}
+
 /// The verdict on a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -356,5 +392,6 @@ pub fn referer(app: &AppConfig) -> String {
 pub use decide::{call_timeout, is_preflight, refusal_style, Style, DEFAULT_TIMEOUT};
 pub use identify::{detect_api, identify_app, unknown_app};
 pub use judge::{judge, judge_connect};
+pub use quota::SlidingWindow;
 pub use url::{hint_matches, normalize_target_host, parse_url, CallUrl, Host};
 pub use webview::{judge_navigation, webview_kind, WebView};

@@ -657,6 +657,13 @@ mod refusal {
                 Rule::Concurrency,
             ),
             (
+                Refusal::tcp_quota("tcp://u:9000", 20, 300_000, 1234),
+                429,
+                600007,
+                "[TCPSocket] created too much.",
+                Rule::TcpQuota,
+            ),
+            (
                 Refusal::timeout(Api::DownloadFile, "u", 60000),
                 504,
                 5,
@@ -685,6 +692,25 @@ mod refusal {
                 (r.status, r.errno, r.errmsg.as_str(), r.rule),
                 (status, errno, errmsg, rule)
             );
+        }
+    }
+
+    #[test]
+    fn tcp_quota_names_the_limit_the_window_and_the_wait() {
+        let r = Refusal::tcp_quota("tcp://u:9000", 20, 300_000, 1234);
+        assert_eq!((r.api, r.rule.as_str()), (Api::Tcp, "tcp-quota"));
+        assert_eq!(
+            r.detail,
+            "20 TCP sockets were already created by this app instance in the last 5 minutes \
+             (limits.tcp_per_5min); the next one can be created in 1234 ms"
+        );
+        for (window, text) in [
+            (60_000, "last minute "),
+            (2000, "last 2 s "),
+            (300, "last 300 ms "),
+        ] {
+            let detail = Refusal::tcp_quota("u", 2, window, 1).detail;
+            assert!(detail.contains(text), "{window}: {detail}");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Raw TCP tunnels: a CONNECT whose first bytes are not TLS is `wx.createTCPSocket` traffic,
-//! judged against the `tcp` list, then relayed byte for byte until either end closes, the
+//! judged against the `tcp` list and counted against the instance's TCP quota (20 per 5
+//! minutes), then relayed byte for byte until either end closes, the
 //! app's background cut, or shutdown.
 
 use std::sync::Arc;
@@ -62,7 +63,8 @@ where
     record(shared, meta, outcome, None, end);
 }
 
-/// Which app, rules 1-5 for `tcp://host:port`, and the instance.
+/// Which app, rules 1-5 for `tcp://host:port`, the TCP quota, and the instance. Only a socket
+/// that passes the rules counts against the quota, as one the platform lets the app create.
 fn admit(
     conn: &ConnInfo,
     tunnel: &TunnelInfo,
@@ -96,6 +98,9 @@ fn admit(
     if instance.phase() != Phase::Foreground {
         return Err(Refusal::background(Api::Tcp, url));
     }
+    instance
+        .take_tcp(tokio::time::Instant::now())
+        .map_err(|e| Refusal::tcp_quota(url, e.limit, e.window_ms, e.wait_ms))?;
     Ok(instance)
 }
 

@@ -373,6 +373,7 @@ pub struct Upstream {
     strict_connector: Connector,
     lax_connector: Connector,
     own: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
+    map: Arc<HostMap>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -407,7 +408,13 @@ impl Upstream {
             strict_connector,
             lax_connector,
             own,
+            map,
         })
+    }
+
+    /// Where `host:port` is dialed, after `upstream.map` (as every call is routed).
+    pub fn route(&self, host: &str, port: u16, tls: bool) -> Route {
+        self.map.route(host, port, tls)
     }
 
     /// The proxy's own listening sockets, which no call may reach (set once, after binding).
