@@ -12,59 +12,13 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::config::{Config, Finding};
+use crate::config::Config;
 use crate::proxy::upstream::Upstream;
 use crate::state::Shared;
+pub use crate::state::{FindingView, Reloader, Status};
 
 /// How often the config file is looked at.
 pub const POLL: Duration = Duration::from_millis(500);
-
-/// Where the config comes from, and the command-line overrides to apply again on each reload.
-pub struct Reloader {
-    pub path: PathBuf,
-    pub adjust: Box<dyn Fn(&mut Config) + Send + Sync>,
-}
-
-impl std::fmt::Debug for Reloader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reloader")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A finding as the dashboard and the reload endpoint show it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct FindingView {
-    pub file: String,
-    pub line: Option<usize>,
-    pub entry: String,
-    pub rule: &'static str,
-    pub message: String,
-}
-
-impl From<&Finding> for FindingView {
-    fn from(f: &Finding) -> Self {
-        FindingView {
-            file: f.file.clone(),
-            line: f.line,
-            entry: f.entry.clone(),
-            rule: f.rule,
-            message: f.message.clone(),
-        }
-    }
-}
-
-/// The last reload, for `/api/state` and the dashboard's banner.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Status {
-    /// Successful reloads since start.
-    pub reloads: u64,
-    /// Set when the last attempt failed: the old config is still in force.
-    pub error: Option<Vec<FindingView>>,
-    /// What a successful reload could not apply (listen addresses, CA...).
-    pub notes: Vec<String>,
-}
 
 /// Why a reload did not happen.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -1,14 +1,16 @@
 //! What every connection and the control API share: the validated config, the CA and leaf cache,
 //! the upstream clients, the run-time switches, the DNS prefetch results, and the shutdown handle.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use serde::Serialize;
 
 use crate::calllog::CallLog;
-use crate::config::{Config, RefusalStyle};
+use crate::config::{Config, Finding, RefusalStyle};
 use crate::instances::Instances;
 use crate::policy::Switches;
 use crate::prefetch::Prefetch;
@@ -26,9 +28,9 @@ pub struct Shared {
     /// The upstream clients, rebuilt when a reload changes `upstream:`.
     upstream: ArcSwap<Upstream>,
     /// How to read the config file again (set when it came from a file).
-    pub reloader: OnceLock<crate::reload::Reloader>,
+    pub reloader: OnceLock<Reloader>,
     /// The last reload's outcome, for the dashboard and `/api/state`.
-    pub reload_status: Mutex<crate::reload::Status>,
+    pub reload_status: Mutex<Status>,
     pub shutdown: Shutdown,
     pub instances: Instances,
     pub log: CallLog,
@@ -64,7 +66,7 @@ impl Shared {
             leaves,
             upstream: ArcSwap::from_pointee(upstream),
             reloader: OnceLock::new(),
-            reload_status: Mutex::new(crate::reload::Status::default()),
+            reload_status: Mutex::new(Status::default()),
             shutdown,
             started: Instant::now(),
             skip_domain_check: AtomicBool::new(skip),
@@ -93,14 +95,14 @@ impl Shared {
     }
 
     /// The last reload's outcome.
-    pub fn reload_status(&self) -> crate::reload::Status {
+    pub fn reload_status(&self) -> Status {
         self.reload_status
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    pub(crate) fn set_reload_status(&self, status: crate::reload::Status) {
+    pub(crate) fn set_reload_status(&self, status: Status) {
         *self
             .reload_status
             .lock()
@@ -164,4 +166,51 @@ fn style_code(style: RefusalStyle) -> u8 {
         RefusalStyle::Fail => 1,
         RefusalStyle::Answer => 2,
     }
+}
+
+/// Where the config comes from, and the command-line overrides to apply again on each reload.
+pub struct Reloader {
+    pub path: PathBuf,
+    pub adjust: Box<dyn Fn(&mut Config) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A finding as the dashboard and the reload endpoint show it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FindingView {
+    pub file: String,
+    pub line: Option<usize>,
+    pub entry: String,
+    pub rule: &'static str,
+    pub message: String,
+}
+
+impl From<&crate::config::Finding> for FindingView {
+    fn from(f: &Finding) -> Self {
+        FindingView {
+            file: f.file.clone(),
+            line: f.line,
+            entry: f.entry.clone(),
+            rule: f.rule,
+            message: f.message.clone(),
+        }
+    }
+}
+
+/// The last reload, for `/api/state` and the dashboard's banner.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// Successful reloads since start.
+    pub reloads: u64,
+    /// Set when the last attempt failed: the old config is still in force.
+    pub error: Option<Vec<FindingView>>,
+    /// What a successful reload could not apply (listen addresses, CA...).
+    pub notes: Vec<String>,
 }
