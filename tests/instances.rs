@@ -438,7 +438,8 @@ async fn a_mini_program_folder_is_imported() {
     );
     let proxy = start_proxy_yaml(yaml, dir, &ca).await;
     assert_eq!(
-        proxy.running.shared.config().apps[0].appid, APPID,
+        proxy.running.shared.config().apps[0].appid,
+        APPID,
         "project.private.config.json wins"
     );
     let r = client(&proxy).get(api("/slow/2000")).send().await.unwrap();

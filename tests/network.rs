@@ -65,10 +65,16 @@ async fn a_download_on_a_1_mbit_profile_takes_its_bytes_over_the_rate() {
     let took = started.elapsed();
     assert_eq!(body.len(), 262_144);
     assert!(body.iter().enumerate().all(|(i, b)| *b == pattern(i)));
-    assert!(within(took, 2.09, 0.10), "256 KiB at 1 Mbit/s took {took:?}");
+    assert!(
+        within(took, 2.09, 0.10),
+        "256 KiB at 1 Mbit/s took {took:?}"
+    );
     let records = records_for(&proxy, "/bytes/262144").await;
     assert_eq!(records[0]["network"], "slow");
-    assert_eq!(state(&proxy).await["apps"][0]["instances"][0]["network"], "slow");
+    assert_eq!(
+        state(&proxy).await["apps"][0]["instances"][0]["network"],
+        "slow"
+    );
 }
 
 #[tokio::test]
@@ -118,7 +124,12 @@ async fn a_network_change_fails_calls_and_sockets_in_flight_and_later_calls_pass
         let (status, errno, errmsg, rule, _) = refusal_of(call.await.unwrap().unwrap()).await;
         assert_eq!(
             (status, errno.as_str(), errmsg.as_str(), rule.as_str()),
-            (502, "600001", &*format!("request:fail {CHANGE}"), "network-change")
+            (
+                502,
+                "600001",
+                &*format!("request:fail {CHANGE}"),
+                "network-change"
+            )
         );
     }
     assert!(sent_at.elapsed() < Duration::from_secs(2), "not at once");
@@ -139,9 +150,10 @@ async fn a_network_change_fails_calls_and_sockets_in_flight_and_later_calls_pass
     assert_eq!(r.status(), 200);
     assert!(
         eventually(Duration::from_secs(3), || async {
-            records_for(&proxy, "/ws").await.first().is_some_and(|r| {
-                r["rule"] == "network-change" && r["outcome"] == "interrupted"
-            })
+            records_for(&proxy, "/ws")
+                .await
+                .first()
+                .is_some_and(|r| r["rule"] == "network-change" && r["outcome"] == "interrupted")
         })
         .await,
         "the socket's record: {:?}",
@@ -164,8 +176,13 @@ async fn offline_refuses_new_calls_cuts_calls_in_flight_and_recovers_online() {
         })
         .await
     );
-    let (status, body) = put_network(&proxy, APPID, serde_json::json!({"profile": "offline"})).await;
-    assert_eq!((status, body.contains("\"instances\":1")), (200, true), "{body}");
+    let (status, body) =
+        put_network(&proxy, APPID, serde_json::json!({"profile": "offline"})).await;
+    assert_eq!(
+        (status, body.contains("\"instances\":1")),
+        (200, true),
+        "{body}"
+    );
     let offline = (
         502,
         "600001",
@@ -176,11 +193,17 @@ async fn offline_refuses_new_calls_cuts_calls_in_flight_and_recovers_online() {
     assert_eq!((s, e.as_str(), m.as_str(), r.as_str()), offline);
     let (s, e, m, r, _) = refusal_of(c.get(api("/new")).send().await.unwrap()).await;
     assert_eq!((s, e.as_str(), m.as_str(), r.as_str()), offline);
-    assert_eq!(state(&proxy).await["apps"][0]["instances"][0]["network"], "offline");
+    assert_eq!(
+        state(&proxy).await["apps"][0]["instances"][0]["network"],
+        "offline"
+    );
     match open_wss(&proxy, "/ws").await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             let errmsg = response.headers()["x-wxsandbox-errmsg"].to_str().unwrap();
-            assert_eq!(errmsg, "createSocketTask:fail -106:net::ERR_INTERNET_DISCONNECTED");
+            assert_eq!(
+                errmsg,
+                "createSocketTask:fail -106:net::ERR_INTERNET_DISCONNECTED"
+            );
         }
         other => panic!(
             "expected the socket refused, got {:?}",
@@ -206,7 +229,10 @@ async fn offline_refuses_new_calls_cuts_calls_in_flight_and_recovers_online() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("wxsandbox_instances{network=\"online\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("wxsandbox_instances{network=\"online\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -218,7 +244,8 @@ async fn a_lost_call_stalls_until_its_network_timeout() {
     .await;
     let c = client(&proxy);
     let started = Instant::now();
-    let (status, errno, errmsg, rule, _) = refusal_of(c.get(api("/lost")).send().await.unwrap()).await;
+    let (status, errno, errmsg, rule, _) =
+        refusal_of(c.get(api("/lost")).send().await.unwrap()).await;
     let took = started.elapsed();
     assert_eq!(
         (status, errno.as_str(), errmsg.as_str(), rule.as_str()),
@@ -247,7 +274,10 @@ async fn the_network_header_overrides_the_profile_for_one_call() {
     let (_, _, errmsg, rule, _) = refusal_of(r).await;
     assert_eq!(
         (errmsg.as_str(), rule.as_str()),
-        ("request:fail -106:net::ERR_INTERNET_DISCONNECTED", "offline")
+        (
+            "request:fail -106:net::ERR_INTERNET_DISCONNECTED",
+            "offline"
+        )
     );
     // A 3g call gets its round-trip latency (100 ms) and the header never reaches upstream.
     let started = Instant::now();
@@ -271,7 +301,15 @@ fn network_config_findings_name_their_key_paths() {
     let err = wxsandbox::config::Config::from_yaml_str(yaml, "net.yaml")
         .expect_err("three findings")
         .to_string();
-    for needle in ["5g", "3g", "1.5", "network-profile", "net.yaml:2", "net.yaml:4", "net.yaml:5"] {
+    for needle in [
+        "5g",
+        "3g",
+        "1.5",
+        "network-profile",
+        "net.yaml:2",
+        "net.yaml:4",
+        "net.yaml:5",
+    ] {
         assert!(err.contains(needle), "{needle} missing from:\n{err}");
     }
     let ok = "network:\n  default: ok\n  seed: 3\n  profiles:\n    ok: {latency_ms: 20, down_kbps: 100, up_kbps: 50, loss: 0.1}\n";
@@ -281,4 +319,54 @@ fn network_config_findings_name_their_key_paths() {
     let p = config.network.profile("ok").unwrap();
     assert_eq!((p.latency_ms, p.down_kbps, p.up_kbps), (20, 100, 50));
     assert!(config.network.profile("gprs").is_some());
+}
+
+/// `scripts/network_bench.sh`: a 1 MiB download and 100 sequential 1 KiB calls on a preset
+/// (`NETWORK_BENCH_PROFILE`, default 4g), each beside the same on `online`. Prints the figures.
+#[tokio::test]
+#[ignore = "a benchmark: scripts/network_bench.sh"]
+async fn network_bench() {
+    let name = std::env::var("NETWORK_BENCH_PROFILE").unwrap_or_else(|_| "4g".to_owned());
+    let profile = wxsandbox::policy::network::preset(&name).expect("a preset name");
+    let (proxy, _backend, _ca) = setup(None).await;
+    let c = client(&proxy);
+    let mut figures = Vec::new();
+    for network in ["online", name.as_str()] {
+        let (status, _) = put_network(&proxy, APPID, serde_json::json!({"profile": network})).await;
+        assert_eq!(status, 200);
+        assert_eq!(c.get(api("/warm")).send().await.unwrap().status(), 200);
+        let started = Instant::now();
+        let body = c
+            .get(api("/bytes/1048576"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let download = started.elapsed();
+        assert_eq!(body.len(), 1 << 20);
+        let started = Instant::now();
+        for _ in 0..100 {
+            let r = c.get(api("/bytes/1024")).send().await.unwrap();
+            assert_eq!(r.bytes().await.unwrap().len(), 1024);
+        }
+        figures.push((network.to_owned(), download, started.elapsed() / 100));
+    }
+    println!(
+        "profile {name}: latency {} ms, down {} kbit/s, up {} kbit/s",
+        profile.latency_ms, profile.down_kbps, profile.up_kbps
+    );
+    println!("| profile | 1 MiB download s | throughput kbit/s | 1 KiB call ms (mean of 100) |");
+    println!("|---|---|---|---|");
+    for (network, download, call) in &figures {
+        println!(
+            "| {network} | {:.3} | {:.0} | {:.1} |",
+            download.as_secs_f64(),
+            8.0 * 1048.576 / download.as_secs_f64(),
+            call.as_secs_f64() * 1000.0
+        );
+    }
+    let added = figures[1].2.as_secs_f64() - figures[0].2.as_secs_f64();
+    println!("added per 1 KiB call: {:.1} ms", added * 1000.0);
 }

@@ -19,7 +19,8 @@ use crate::policy::network::{preset, Profile};
 use super::raw::{self, KeyPath, RawApp, RawConfig, RawTimeouts, Seg};
 use super::{
     project, AppConfig, CaConfig, Config, ControlConfig, DomainLists, Finding, Limits, MapTarget,
-    NetworkConfig, NetworkTimeout, Origin, Overflow, ProxyConfig, SandboxConfig, Scheme, UpstreamConfig,
+    NetworkConfig, NetworkTimeout, Origin, Overflow, ProxyConfig, SandboxConfig, Scheme,
+    UpstreamConfig,
 };
 
 /// Most entries a list may hold (admin console).
@@ -257,8 +258,13 @@ fn network(c: &mut Checker<'_>, raw: raw::RawNetwork) -> NetworkConfig {
         }
         let loss = p.loss.unwrap_or(0.0);
         if !(0.0..=1.0).contains(&loss) {
-            c.find_value(join(&at, &[key("loss")]), &loss.to_string(), "network-profile",
-                "loss is a chance from 0 (no call lost) to 1 (every call stalls until its timeout)".to_owned());
+            c.find_value(
+                join(&at, &[key("loss")]),
+                &loss.to_string(),
+                "network-profile",
+                "loss is a chance from 0 (no call lost) to 1 (every call stalls until its timeout)"
+                    .to_owned(),
+            );
         }
         let profile = Profile {
             latency_ms: p.latency_ms.unwrap_or(0),

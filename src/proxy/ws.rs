@@ -20,11 +20,11 @@ use crate::policy::Refusal;
 use crate::proxy::admit::Admitted;
 use crate::proxy::body::{self, Body};
 use crate::proxy::call::{net_refusal, outcome_of, record, End};
-use crate::proxy::{headers, shape};
 use crate::proxy::refuse::Refused;
 use crate::proxy::upstream::classify_client_error;
 use crate::proxy::wsframes::{close_frame, FrameTracker};
 use crate::proxy::ConnInfo;
+use crate::proxy::{headers, shape};
 use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
@@ -205,8 +205,8 @@ impl Direction {
         self.frames.feed(&self.buf[..n]);
         self.bytes += n as u64;
         self.writing = true;
-        let ok = shape::write(to, &self.buf[..n], link, down).await.is_ok()
-            && to.flush().await.is_ok();
+        let ok =
+            shape::write(to, &self.buf[..n], link, down).await.is_ok() && to.flush().await.is_ok();
         self.writing = false;
         ok
     }
@@ -258,12 +258,16 @@ where
             .map_or(INTERRUPTED, |r| (NETWORK_CLOSE, r.errmsg.as_str()));
         let goodbye = async {
             if !down.writing && finish_frame(&mut down, &mut server_rd, &mut client_wr).await {
-                let _ = client_wr.write_all(&close_frame(close.0, close.1, false)).await;
+                let _ = client_wr
+                    .write_all(&close_frame(close.0, close.1, false))
+                    .await;
             }
             let _ = client_wr.flush().await;
             let _ = client_wr.shutdown().await;
             if !up.writing && up.frames.at_boundary() {
-                let _ = server_wr.write_all(&close_frame(close.0, close.1, true)).await;
+                let _ = server_wr
+                    .write_all(&close_frame(close.0, close.1, true))
+                    .await;
             }
             let _ = server_wr.shutdown().await;
         };
