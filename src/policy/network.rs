@@ -235,8 +235,9 @@ mod tests {
     #[test]
     fn bucket_waits_are_bytes_over_rate() {
         // 1000 kbit/s = 125 000 B/s, burst 1500 B.
-        let cases: [(u64, &[(u64, u64)], &[u64]); 4] = [
-            // (kbps, [(bytes, at ms)], expected waits in ms)
+        // (kbps, [(bytes, at ms)], expected waits in ms)
+        type Case = (u64, &'static [(u64, u64)], &'static [u64]);
+        let cases: [Case; 4] = [
             (1000, &[(1500, 0)], &[0]),
             (1000, &[(1500, 0), (12_500, 0)], &[0, 100]),
             (1000, &[(1500, 0), (12_500, 0), (12_500, 0)], &[0, 100, 200]),
