@@ -2,7 +2,8 @@
 //! the call's timeout and before the client gets its 101, then a byte-exact relay of both
 //! upgraded streams (frames, extensions and close codes pass as sent). When the app's background
 //! grace runs out, the client gets a close frame 1000 "interrupted" between two frames, and the
-//! upstream is closed too.
+//! upstream is closed too; a network change or going offline closes it the same way with 1001
+//! and the errMsg as reason. Relayed bytes are shaped by the instance's network profile.
 
 use std::sync::Arc;
 use std::time::Duration;
