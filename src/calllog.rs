@@ -93,6 +93,8 @@ pub struct Record {
     pub duration_ms: u64,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// The network profile the call ran under (none when no app instance was found).
+    pub network: Option<String>,
     /// For HAR: request and response headers (redacted), and the HTTP version.
     #[serde(skip)]
     pub request_headers: http::HeaderMap,
@@ -133,6 +135,7 @@ pub struct Entry {
     pub duration_ms: u64,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    pub network: Option<Box<str>>,
     #[serde(skip)]
     pub request_headers: Box<[Header]>,
     #[serde(skip)]
@@ -166,6 +169,7 @@ impl Entry {
             duration_ms: record.duration_ms,
             bytes_up: record.bytes_up,
             bytes_down: record.bytes_down,
+            network: record.network.as_deref().map(|n| clip(n, MAX_SHORT_BYTES)),
             request_headers,
             response_headers,
             http_version: clip(&record.http_version, MAX_SHORT_BYTES),
@@ -195,6 +199,7 @@ impl Entry {
             + self.url.len()
             + opt(&self.errmsg)
             + opt(&self.detail)
+            + opt(&self.network)
             + headers(&self.request_headers)
             + headers(&self.response_headers)
             + self.http_version.len()
@@ -284,7 +289,7 @@ const APIS: [&str; 5] = [
     "tcp",
 ];
 /// The `rule` values of records ("" for none), by position in the counter table.
-const RULES: [&str; 14] = [
+const RULES: [&str; 16] = [
     "",
     "invalid-url",
     "domain-list",
@@ -299,6 +304,8 @@ const RULES: [&str; 14] = [
     "upstream",
     "tls",
     "charset",
+    "offline",
+    "network-change",
 ];
 
 /// The counters as atomics: a table indexed by (api, outcome, rule) positions, a map behind a
@@ -556,6 +563,7 @@ mod tests {
             duration_ms: 7,
             bytes_up: 0,
             bytes_down: 0,
+            network: Some("online".to_owned()),
             request_headers,
             response_headers: HeaderMap::new(),
             http_version: "HTTP/1.1".to_owned(),

@@ -1,20 +1,93 @@
 //! App instances: one per (appid, client IP), created on first call. Each holds the instance's
 //! slots (10 HTTP calls, 5 sockets, from `limits`), its queue count, and its foreground /
 //! background phase, with the timer that cuts in-flight calls `background_grace_ms` after the
-//! app went to the background, and the sliding window of the TCP sockets it created (20 per
-//! 5 minutes).
+//! app went to the background, the sliding window of the TCP sockets it created (20 per
+//! 5 minutes); and its network: the profile with the token buckets its calls share, and a
+//! signal that cuts calls in flight on a network change or when it goes offline.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::config::{Config, Limits, Overflow};
+use crate::config::{Config, Limits, NetworkConfig, Overflow};
+use crate::policy::network::{splitmix64, Bucket, Profile};
 use crate::policy::SlidingWindow;
+
+/// An instance's network: its profile, and the token buckets (down, up) all its calls share.
+#[derive(Debug)]
+pub struct Link {
+    pub name: String,
+    pub profile: Profile,
+    origin: tokio::time::Instant,
+    down: Mutex<Bucket>,
+    up: Mutex<Bucket>,
+}
+
+impl Link {
+    pub fn new(name: &str, profile: Profile) -> Link {
+        Link {
+            name: name.to_owned(),
+            profile,
+            origin: tokio::time::Instant::now(),
+            down: Mutex::new(Bucket::new(profile.down_kbps, Duration::ZERO)),
+            up: Mutex::new(Bucket::new(profile.up_kbps, Duration::ZERO)),
+        }
+    }
+
+    fn bucket(&self, down: bool) -> std::sync::MutexGuard<'_, Bucket> {
+        let bucket = if down { &self.down } else { &self.up };
+        bucket.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Is the direction (down: to the client) rate-limited?
+    pub fn shapes(&self, down: bool) -> bool {
+        if down {
+            self.profile.down_kbps > 0
+        } else {
+            self.profile.up_kbps > 0
+        }
+    }
+
+    /// The largest piece to reserve at once in a direction.
+    pub fn chunk(&self, down: bool) -> usize {
+        self.bucket(down).chunk()
+    }
+
+    /// Reserve `n` bytes in a direction; how long to wait before sending them.
+    pub fn reserve(&self, down: bool, n: usize) -> Duration {
+        let now = tokio::time::Instant::now().saturating_duration_since(self.origin);
+        self.bucket(down).take(n as u64, now)
+    }
+}
+
+/// What calls in flight watch: bumped by each network change; `offline` while the profile is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct NetSignal {
+    changes: u64,
+    offline: bool,
+}
+
+/// Why the network cut a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetCut {
+    Change,
+    Offline,
+}
+
+/// Why a network switch could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkError {
+    #[error(transparent)]
+    UnknownApp(#[from] UnknownApp),
+    #[error("no network profile {0}")]
+    UnknownProfile(String),
+}
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +138,8 @@ pub struct Instance {
     born: Instant,
     /// TCP sockets created within `limits.tcp_window`.
     tcp_created: Mutex<SlidingWindow>,
+    link: Mutex<Arc<Link>>,
+    net: watch::Sender<NetSignal>,
 }
 
 /// Holds a slot until dropped; the queue count is released even when a waiting call is cancelled.
@@ -77,8 +152,15 @@ impl Drop for QueuedGuard<'_> {
 }
 
 impl Instance {
-    fn new(appid: &str, client: IpAddr, limits: &Limits, phase: Phase) -> Self {
+    fn new(appid: &str, client: IpAddr, limits: &Limits, phase: Phase, link: Link) -> Self {
+        let offline = link.profile.offline;
         Instance {
+            link: Mutex::new(Arc::new(link)),
+            net: watch::channel(NetSignal {
+                changes: 0,
+                offline,
+            })
+            .0,
             appid: appid.to_owned(),
             client,
             limits: limits.clone(),
@@ -166,6 +248,49 @@ impl Instance {
         let _ = rx.wait_for(|phase| *phase == Phase::Cut).await;
     }
 
+    /// The instance's network now (a call keeps the one it started with).
+    pub fn link(&self) -> Arc<Link> {
+        self.link
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Switch the profile (fresh buckets); going offline cuts calls in flight and sockets.
+    pub fn set_link(&self, link: Link) {
+        let offline = link.profile.offline;
+        *self.link.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(link);
+        self.net.send_if_modified(|s| {
+            let changed = s.offline != offline;
+            s.offline = offline;
+            changed
+        });
+    }
+
+    /// A network change: every call in flight and every socket is cut; later calls pass.
+    pub fn network_change(&self) {
+        self.net.send_modify(|s| s.changes += 1);
+    }
+
+    /// Resolves when the network cuts calls that are in flight now: a network change after
+    /// this call, or the instance being (or going) offline. Subscribes at once.
+    pub fn net_cut(&self) -> impl std::future::Future<Output = NetCut> + Send + 'static {
+        let mut rx = self.net.subscribe();
+        let start = rx.borrow_and_update().changes;
+        async move {
+            let seen = rx
+                .wait_for(|s| s.offline || s.changes != start)
+                .await
+                .map(|s| s.offline);
+            match seen {
+                Ok(true) => NetCut::Offline,
+                Ok(false) => NetCut::Change,
+                // The instance is gone: nothing will cut the call any more.
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+
     pub fn http_in_flight(&self) -> usize {
         self.limits
             .requests
@@ -220,6 +345,7 @@ impl Instance {
             http_in_flight: self.http_in_flight(),
             http_queued: self.http_queued(),
             sockets: self.sockets_open(),
+            network: self.link().name.clone(),
         }
     }
 }
@@ -232,6 +358,8 @@ pub struct InstanceSnapshot {
     pub http_in_flight: usize,
     pub http_queued: usize,
     pub sockets: usize,
+    /// The network profile's name.
+    pub network: String,
 }
 
 /// `GET /api/state`'s view of one app.
@@ -251,6 +379,11 @@ pub struct Instances {
     map: Mutex<HashMap<String, HashMap<IpAddr, Arc<Instance>>>>,
     /// Apps sent to the background as a whole: instances made later start there too.
     background_apps: Mutex<HashSet<String>>,
+    network: std::sync::RwLock<NetworkConfig>,
+    /// Apps switched to a profile as a whole: instances made later start with it.
+    app_profiles: Mutex<HashMap<String, String>>,
+    /// The loss rolls' random state (splitmix64).
+    rng: AtomicU64,
 }
 
 impl Instances {
@@ -260,7 +393,92 @@ impl Instances {
             order: std::sync::RwLock::new(config.apps.iter().map(|a| a.appid.clone()).collect()),
             map: Mutex::new(HashMap::new()),
             background_apps: Mutex::new(HashSet::new()),
+            network: std::sync::RwLock::new(config.network.clone()),
+            app_profiles: Mutex::new(HashMap::new()),
+            rng: AtomicU64::new(config.network.seed.unwrap_or_else(clock_seed)),
         }
+    }
+
+    /// The next random value for a loss roll (deterministic in call order for a given seed).
+    pub fn draw(&self) -> u64 {
+        let mut state = self.rng.load(Ordering::Relaxed);
+        loop {
+            let (next, value) = splitmix64(state);
+            match self
+                .rng
+                .compare_exchange_weak(state, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return value,
+                Err(now) => state = now,
+            }
+        }
+    }
+
+    /// A fresh link for a profile name, if there is such a profile.
+    pub fn link_for(&self, name: &str) -> Option<Link> {
+        let network = self.network.read().unwrap_or_else(PoisonError::into_inner);
+        network.profile(name).map(|p| Link::new(name, p))
+    }
+
+    /// The link a new instance of `appid` starts with.
+    fn initial_link(&self, appid: &str) -> Link {
+        let chosen = self
+            .app_profiles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(appid)
+            .cloned();
+        let default = self
+            .network
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .default
+            .clone();
+        chosen
+            .and_then(|name| self.link_for(&name))
+            .or_else(|| self.link_for(&default))
+            .unwrap_or_else(|| Link::new("online", Profile::default()))
+    }
+
+    /// Switch the app (or only its instance on `client`) to a profile; returns how many
+    /// instances were touched.
+    ///
+    /// # Errors
+    /// An unknown profile (checked first) or app.
+    pub fn set_network(
+        &self,
+        appid: &str,
+        client: Option<IpAddr>,
+        profile: &str,
+    ) -> Result<usize, NetworkError> {
+        if self.link_for(profile).is_none() {
+            return Err(NetworkError::UnknownProfile(profile.to_owned()));
+        }
+        let targets = self.targets(appid, client)?;
+        if client.is_none() {
+            self.app_profiles
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(appid.to_owned(), profile.to_owned());
+        }
+        for instance in &targets {
+            if let Some(link) = self.link_for(profile) {
+                instance.set_link(link);
+            }
+        }
+        Ok(targets.len())
+    }
+
+    /// A network change for the app (or its instance on `client`).
+    ///
+    /// # Errors
+    /// `appid` is not configured.
+    pub fn network_change(&self, appid: &str, client: Option<IpAddr>) -> Result<usize, UnknownApp> {
+        let targets = self.targets(appid, client)?;
+        for instance in &targets {
+            instance.network_change();
+        }
+        Ok(targets.len())
     }
 
     /// The instance of `appid` on `client`, made on first use.
@@ -295,7 +513,13 @@ impl Instances {
                 } else {
                     Phase::Foreground
                 };
-                Arc::new(Instance::new(appid, client, limits, phase))
+                Arc::new(Instance::new(
+                    appid,
+                    client,
+                    limits,
+                    phase,
+                    self.initial_link(appid),
+                ))
             });
         Ok(instance.clone())
     }
@@ -367,6 +591,7 @@ impl Instances {
     /// instance keeps the slots it was made with; its calls in flight hold them).
     pub fn reconfigure(&self, config: &Config) {
         *self.limits.write().unwrap_or_else(PoisonError::into_inner) = limits_of(config);
+        *self.network.write().unwrap_or_else(PoisonError::into_inner) = config.network.clone();
         *self.order.write().unwrap_or_else(PoisonError::into_inner) =
             config.apps.iter().map(|a| a.appid.clone()).collect();
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
@@ -405,6 +630,13 @@ impl Instances {
             })
             .collect()
     }
+}
+
+/// A seed for the loss rolls when the config names none.
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn limits_of(config: &Config) -> HashMap<String, Limits> {

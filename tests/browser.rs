@@ -93,6 +93,46 @@ async fn dashboard_shows_refusals_live_and_drives_background_and_the_skip_switch
         (503, "600003", "request:fail interrupted", "interrupted")
     );
     expect("interrupted-seen").await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            state(&proxy).await["apps"][0]["instances"][0]["state"] == "foreground"
+        })
+        .await
+    );
+
+    // 2b. The profile picker switches the app to 3g; "Network change" fails a call in flight.
+    stdin.write_all(b"pick-network\n").await.unwrap();
+    expect("network 3g").await;
+    assert_eq!(
+        state(&proxy).await["apps"][0]["instances"][0]["network"],
+        "3g"
+    );
+    let slow = tokio::spawn(c.get(format!("https://{API_HOST}/slow/8000")).send());
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            http_in_flight(&proxy).await == 1
+        })
+        .await
+    );
+    stdin.write_all(b"click-network-change\n").await.unwrap();
+    expect("clicked-network-change").await;
+    let (_, errno, errmsg, rule, _) = refusal_of(slow.await.unwrap().unwrap()).await;
+    assert_eq!(
+        (errno.as_str(), errmsg.as_str(), rule.as_str()),
+        (
+            "600001",
+            "request:fail errcode:10011 cronet_error_code:0 error_msg:network change, cancel all task",
+            "network-change"
+        )
+    );
+    expect("network-change-seen").await;
+    let r = reqwest::Client::new()
+        .put(format!("{}/api/apps/{APPID}/network", proxy.control_url()))
+        .json(&serde_json::json!({"profile": "online"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     // 3. The skip switch.
     stdin.write_all(b"click-skip\n").await.unwrap();

@@ -68,10 +68,14 @@ fn router_routes() -> Routes {
             .strip_prefix("p) if p.starts_with(\"")
             .and_then(|r| r.split('"').next())
         {
-            // `phase` reads `{prefix}{appid}/{action}`.
+            // `phase` reads `{prefix}{appid}/{action}`; `set_network` `{prefix}{appid}/network`.
             assert_eq!(prefix, "/api/apps/", "a prefix arm this test doesn't know");
-            let handler = &rest[rest.find("=>").unwrap() + 2..];
-            assert!(handler.trim_start().starts_with("phase("), "{handler}");
+            let handler = rest[rest.find("=>").unwrap() + 2..].trim_start();
+            if handler.starts_with("set_network(") {
+                routes.insert((method.clone(), format!("{prefix}{{appid}}/network")));
+                continue;
+            }
+            assert!(handler.starts_with("phase("), "{handler}");
             for action in &phase_actions {
                 routes.insert((method.clone(), format!("{prefix}{{appid}}/{action}")));
             }
@@ -163,6 +167,8 @@ async fn every_documented_operation_answers() {
         if method == "PUT" {
             let body = if path == "/api/refusal" {
                 r#"{"style":"answer"}"#
+            } else if path.ends_with("/network") {
+                r#"{"profile":"online"}"#
             } else {
                 r#"{"enabled":false}"#
             };

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::policy::network::{self, Profile};
+
 mod project;
 pub mod raw;
 mod validate;
@@ -51,7 +53,48 @@ pub struct Config {
     pub ca: CaConfig,
     pub upstream: UpstreamConfig,
     pub sandbox: SandboxConfig,
+    pub network: NetworkConfig,
     pub apps: Vec<AppConfig>,
+}
+
+/// `network:`: the profile instances start with, the loss seed, and custom profiles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkConfig {
+    /// A preset or a custom profile name (`online` unless set).
+    pub default: String,
+    /// Seeds the loss rolls (`null`: from the clock at start).
+    pub seed: Option<u64>,
+    /// Custom profiles by name; the presets are not listed here.
+    pub profiles: std::collections::BTreeMap<String, Profile>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            default: network::ONLINE.to_owned(),
+            seed: None,
+            profiles: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// A profile by name: a custom one, else a preset.
+    pub fn profile(&self, name: &str) -> Option<Profile> {
+        self.profiles
+            .get(name)
+            .copied()
+            .or_else(|| network::preset(name))
+    }
+
+    /// Every profile name: the presets, then the custom ones.
+    pub fn names(&self) -> Vec<String> {
+        network::PRESETS
+            .iter()
+            .map(|p| (*p).to_owned())
+            .chain(self.profiles.keys().cloned())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -23,7 +23,25 @@ pub struct RawConfig {
     pub ca: RawCa,
     pub upstream: RawUpstream,
     pub sandbox: RawSandbox,
+    pub network: RawNetwork,
     pub apps: Vec<RawApp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNetwork {
+    pub default: Option<String>,
+    pub seed: Option<u64>,
+    pub profiles: BTreeMap<String, RawProfile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProfile {
+    pub latency_ms: Option<u64>,
+    pub down_kbps: Option<u64>,
+    pub up_kbps: Option<u64>,
+    pub loss: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

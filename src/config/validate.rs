@@ -14,10 +14,13 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::policy::network::{preset, Profile};
+
 use super::raw::{self, KeyPath, RawApp, RawConfig, RawTimeouts, Seg};
 use super::{
     project, AppConfig, CaConfig, Config, ControlConfig, DomainLists, Finding, Limits, MapTarget,
-    NetworkTimeout, Origin, Overflow, ProxyConfig, SandboxConfig, Scheme, UpstreamConfig,
+    NetworkConfig, NetworkTimeout, Origin, Overflow, ProxyConfig, SandboxConfig, Scheme,
+    UpstreamConfig,
 };
 
 /// Most entries a list may hold (admin console).
@@ -193,6 +196,7 @@ pub(super) fn validate(
         )
         .unwrap_or_default(),
     };
+    let network = network(&mut c, raw.network);
     let mut apps: Vec<AppConfig> = Vec::new();
     for (i, app) in raw.apps.into_iter().enumerate() {
         // The appid is written in the config, or comes from the project folder.
@@ -225,11 +229,73 @@ pub(super) fn validate(
             ca,
             upstream,
             sandbox,
+            network,
             apps,
         })
     } else {
         Err(c.finish(text))
     }
+}
+
+/// `network:`: custom profiles (their names, loss in 0..=1) and the default profile.
+fn network(c: &mut Checker<'_>, raw: raw::RawNetwork) -> NetworkConfig {
+    let mut profiles = std::collections::BTreeMap::new();
+    for (name, p) in raw.profiles {
+        let at = vec![
+            key("network"),
+            key("profiles"),
+            Seg::Key(Cow::Owned(name.clone())),
+        ];
+        let valid_name = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid_name || preset(&name).is_some() {
+            c.find(at.clone(), &name, "network-profile",
+                "a custom profile is named with 1-32 of a-z, 0-9, - and _, and not like a preset (online, offline, wifi, 4g, 3g, 2g, gprs)".to_owned());
+            continue;
+        }
+        let loss = p.loss.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&loss) {
+            c.find_value(
+                join(&at, &[key("loss")]),
+                &loss.to_string(),
+                "network-profile",
+                "loss is a chance from 0 (no call lost) to 1 (every call stalls until its timeout)"
+                    .to_owned(),
+            );
+        }
+        let profile = Profile {
+            latency_ms: p.latency_ms.unwrap_or(0),
+            down_kbps: p.down_kbps.unwrap_or(0),
+            up_kbps: p.up_kbps.unwrap_or(0),
+            loss,
+            offline: false,
+        };
+        profiles.insert(name, profile);
+    }
+    let mut network = NetworkConfig {
+        seed: raw.seed,
+        profiles,
+        ..NetworkConfig::default()
+    };
+    if let Some(default) = raw.default {
+        if network.profile(&default).is_none() {
+            c.find_value(
+                vec![key("network"), key("default")],
+                &default,
+                "network-profile",
+                format!(
+                    "no such profile: name one of {}",
+                    network.names().join(", ")
+                ),
+            );
+        } else {
+            network.default = default;
+        }
+    }
+    network
 }
 
 /// `section.listen` (`proxy` or `control`).

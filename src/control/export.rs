@@ -211,6 +211,24 @@ pub fn metrics(shared: &Shared) -> String {
     }
     let _ = writeln!(
         out,
+        "# HELP wxsandbox_instances App instances by network profile."
+    );
+    let _ = writeln!(out, "# TYPE wxsandbox_instances gauge");
+    for (network, n) in apps.iter().flat_map(|a| &a.instances).fold(
+        std::collections::BTreeMap::new(),
+        |mut m, i| {
+            *m.entry(i.network.as_str()).or_insert(0usize) += 1;
+            m
+        },
+    ) {
+        let _ = writeln!(
+            out,
+            "wxsandbox_instances{{network=\"{}\"}} {n}",
+            label(network)
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP wxsandbox_call_duration_seconds Call durations, arrival to last byte."
     );
     let _ = writeln!(out, "# TYPE wxsandbox_call_duration_seconds histogram");

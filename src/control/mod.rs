@@ -6,8 +6,9 @@
 //! | `GET /ca.pem`, `GET /ca.crt` | the CA, PEM and DER |
 //! | `GET /ca.mobileconfig` | the CA in an Apple configuration profile |
 //! | `GET /` | the dashboard (assets compiled in) |
-//! | `GET /api/state` | the skip switch, the refusal style, every app instance with its counts, and each app's DNS prefetch results |
-//! | `POST /api/apps/{appid}/background`, `.../foreground` | optional `?client=IP` |
+//! | `GET /api/state` | the skip switch, the refusal style, every app instance with its counts and network, each app's DNS prefetch results, the network profiles |
+//! | `POST /api/apps/{appid}/background`, `.../foreground`, `.../network-change` | optional `?client=IP` |
+//! | `PUT /api/apps/{appid}/network` | body `{"profile":"3g","client":"IP"}` (client optional) |
 //! | `PUT /api/skip-domain-check` | body `{"enabled":bool}` |
 //! | `PUT /api/refusal` | body `{"style":"auto"|"fail"|"answer"}` (`sandbox.refusal` at run time) |
 //! | `GET /api/log?limit=N&appid=&outcome=&q=` | the latest calls, newest first |
@@ -54,6 +55,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::calllog::Entry;
 use crate::config::RefusalStyle;
+use crate::instances::NetworkError;
 use crate::proxy::answer::status_only;
 use crate::proxy::body::{full, Body};
 use crate::proxy::certpage;
@@ -169,6 +171,7 @@ async fn route(
             );
             r
         }
+        (Method::PUT, p) if p.starts_with("/api/apps/") => set_network(req, p, &shared).await,
         (Method::POST, p) if p.starts_with("/api/apps/") => phase(&req, p, &shared),
         _ => status_only(StatusCode::NOT_FOUND, "not found"),
     };
@@ -278,6 +281,7 @@ fn state_json(shared: &Shared) -> String {
         "skip_domain_check": shared.skip_domain_check(),
         "refusal": shared.refusal_style().as_str(),
         "apps": apps,
+        "network_profiles": shared.config().network.names(),
         "config": shared.reload_status(),
     })
     .to_string()
@@ -295,7 +299,58 @@ fn query<B>(req: &Request<B>, name: &str) -> Option<String> {
     })
 }
 
-/// `POST /api/apps/{appid}/background|foreground[?client=IP]`.
+/// `PUT /api/apps/{appid}/network` with `{"profile":"3g","client":"IP"}`: the profile of the
+/// app's instances (of the one on `client` when given); 400 for an unknown profile, 404 for an
+/// unknown app.
+async fn set_network(req: Request<Incoming>, path: &str, shared: &Shared) -> Response<Body> {
+    let bad = |e: String| {
+        json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({ "error": e }).to_string(),
+        )
+    };
+    let Some(appid) = path
+        .strip_prefix("/api/apps/")
+        .and_then(|r| r.strip_suffix("/network"))
+        .filter(|a| !a.is_empty() && !a.contains('/'))
+    else {
+        return status_only(StatusCode::NOT_FOUND, "not found");
+    };
+    let body = match read_json(req).await {
+        Ok(v) => v,
+        Err(e) => return bad(e),
+    };
+    let Some(profile) = body.get("profile").and_then(serde_json::Value::as_str) else {
+        return bad(r#"expected {"profile":"3g","client":"IP"} (client optional)"#.to_owned());
+    };
+    let client = match body.get("client") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match v.as_str().and_then(|t| t.parse::<IpAddr>().ok()) {
+            Some(ip) => Some(ip.to_canonical()),
+            None => return bad(format!("client {v} is not an IP address")),
+        },
+    };
+    match shared.instances.set_network(appid, client, profile) {
+        Ok(n) => {
+            tracing::info!(app = appid, client = ?client, network = profile, instances = n, "network profile switched");
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "appid": appid, "network": profile, "instances": n })
+                    .to_string(),
+            )
+        }
+        Err(NetworkError::UnknownProfile(_)) => bad(format!(
+            "no network profile {profile}: name one of {}",
+            shared.config().network.names().join(", ")
+        )),
+        Err(e @ NetworkError::UnknownApp(_)) => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": e.to_string() }).to_string(),
+        ),
+    }
+}
+
+/// `POST /api/apps/{appid}/background|foreground|network-change[?client=IP]`.
 fn phase<B>(req: &Request<B>, path: &str, shared: &Shared) -> Response<Body> {
     let rest = path.trim_start_matches("/api/apps/");
     let Some((appid, action)) = rest.split_once('/') else {
@@ -316,6 +371,7 @@ fn phase<B>(req: &Request<B>, path: &str, shared: &Shared) -> Response<Body> {
     let result = match action {
         "background" => shared.instances.background(appid, client),
         "foreground" => shared.instances.foreground(appid, client),
+        "network-change" => shared.instances.network_change(appid, client),
         _ => return status_only(StatusCode::NOT_FOUND, "not found"),
     };
     match result {

@@ -9,6 +9,7 @@ use crate::config::AppConfig;
 mod decide;
 mod identify;
 mod judge;
+pub mod network;
 mod quota;
 mod refusal;
 #[cfg(test)]
@@ -78,6 +79,10 @@ pub enum Rule {
     Upstream,
     Tls,
     Charset,
+    /// The instance has no network (profile `offline`).
+    Offline,
+    /// The instance's network changed: every call in flight was cancelled.
+    NetworkChange,
     /// The client's own request was broken (e.g. its chunked body): its fault, not a refusal.
     ClientError,
     /// A web-view navigation outside the business domains.
@@ -101,6 +106,8 @@ impl Rule {
             Rule::Upstream => "upstream",
             Rule::Tls => "tls",
             Rule::Charset => "charset",
+            Rule::Offline => "offline",
+            Rule::NetworkChange => "network-change",
             Rule::ClientError => "client-error",
             Rule::BusinessDomain => "business-domain",
         }
@@ -237,6 +244,37 @@ impl Refusal {
             api,
             url,
             err.detail.clone(),
+        )
+    }
+
+    /// 502/600001 rule offline: the instance has no network. Cronet's (Android) error for a
+    /// device without a connection, in the format of the other transport failures.
+    pub fn offline(api: Api, url: &str) -> Refusal {
+        Refusal::new(
+            502,
+            600001,
+            format!("{}:fail -106:net::ERR_INTERNET_DISCONNECTED", api.errmsg_name()),
+            Rule::Offline,
+            api,
+            url,
+            "the app instance's network profile is offline: switch it (PUT /api/apps/{appid}/network) to go online".to_owned(),
+        )
+    }
+
+    /// 502/600001 rule network-change: the device switched networks (Wi-Fi to cellular) and
+    /// WeChat cancelled every running task.
+    pub fn network_change(api: Api, url: &str) -> Refusal {
+        Refusal::new(
+            502,
+            600001,
+            format!(
+                "{}:fail errcode:10011 cronet_error_code:0 error_msg:network change, cancel all task",
+                api.errmsg_name()
+            ),
+            Rule::NetworkChange,
+            api,
+            url,
+            "the network changed while the call was in flight (POST /api/apps/{appid}/network-change); calls made after it pass".to_owned(),
         )
     }
 

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AppConfig, Config};
-use crate::instances::{Instance, Phase};
+use crate::instances::{Instance, Link, Phase};
 use crate::policy::{self, Api, ApiHints, AppHints, CallUrl, Refusal, Style, Verdict, WebView};
 use crate::proxy::body::Body;
 use crate::proxy::call::{CallMeta, Clock, Cut, CutInfo};
@@ -32,6 +32,10 @@ pub const TIMEOUT_HEADER: &str = "x-wxsandbox-timeout";
 pub const RESPONSE_TYPE_HEADER: &str = "x-wxsandbox-response-type";
 /// Header: `fail` or `answer`, this call's refusal style.
 pub const REFUSAL_HEADER: &str = "x-wxsandbox-refusal";
+
+/// Header: this call's network profile (a preset or custom name) instead of its instance's;
+/// an unknown name is ignored.
+pub const NETWORK_HEADER: &str = "x-wxsandbox-network";
 
 /// Where a request goes: scheme, host, port, path; and whether the port was written.
 #[derive(Debug, Clone)]
@@ -130,6 +134,8 @@ pub(crate) struct Admitted<'c> {
     pub style: Style,
     pub origin: Option<HeaderValue>,
     pub instance: Arc<Instance>,
+    /// The network the call runs under: its instance's, or its own from `X-Wxsandbox-Network`.
+    pub link: Arc<Link>,
     pub clock: Clock,
     pub timeout_ms: u64,
     pub websocket: bool,
@@ -182,7 +188,12 @@ pub(crate) fn admit<'c>(
 ) -> Result<Admitted<'c>, Box<Refused>> {
     let mut arrived = Arrived::read(req, conn, config, target);
     match arrived.verdict(conn, target) {
-        Ok((app, api, instance)) => Ok(arrived.admitted(app, api, instance)),
+        Ok((app, api, instance)) => {
+            let link = get_str(arrived.req.headers(), NETWORK_HEADER)
+                .and_then(|name| conn.shared.instances.link_for(name))
+                .map_or_else(|| instance.link(), Arc::new);
+            Ok(arrived.admitted(app, api, instance, link))
+        }
         Err(refusal) => Err(arrived.refuse(refusal)),
     }
 }
@@ -279,6 +290,7 @@ impl<'c> Arrived<'c> {
             .instances
             .get(&app.appid, conn.client.ip())
             .map_err(|_| policy::unknown_app(api, &self.url))?;
+        self.meta.network = Some(instance.link().name.clone());
         // Rule 5; a CORS preflight is judged by rules 1-4 only (SPEC section 3, "Browsers").
         let preflight = policy::is_preflight(
             self.req.method().as_str(),
@@ -332,7 +344,14 @@ impl<'c> Arrived<'c> {
         Ok(Some((app, Api::WebView, instance)))
     }
 
-    fn admitted(self, app: &'c AppConfig, api: Api, instance: Arc<Instance>) -> Admitted<'c> {
+    fn admitted(
+        mut self,
+        app: &'c AppConfig,
+        api: Api,
+        instance: Arc<Instance>,
+        link: Arc<Link>,
+    ) -> Admitted<'c> {
+        self.meta.network = Some(link.name.clone());
         let timeout = policy::call_timeout(get_str(self.req.headers(), TIMEOUT_HEADER), app, api);
         let preflight = policy::is_preflight(
             self.req.method().as_str(),
@@ -354,6 +373,7 @@ impl<'c> Arrived<'c> {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             meta: self.meta,
             instance,
+            link,
             websocket: self.websocket,
             earlier_calls: self.earlier_calls,
             webview: self.webview,

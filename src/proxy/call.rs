@@ -18,7 +18,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::calllog::{Outcome, Record};
-use crate::instances::Instance;
+use crate::instances::{Instance, NetCut};
 use crate::policy::{Api, Refusal};
 use crate::proxy::body::{Body, BoxError};
 use crate::proxy::conn::ActivityGuard;
@@ -37,6 +37,8 @@ pub(crate) struct CallMeta {
     pub url: String,
     pub request_headers: HeaderMap,
     pub http_version: String,
+    /// The network profile the call runs under, once its instance is known.
+    pub network: Option<String>,
 }
 
 impl CallMeta {
@@ -61,6 +63,7 @@ impl CallMeta {
             url: url.to_owned(),
             request_headers: headers.clone(),
             http_version: format!("{version:?}"),
+            network: None,
         }
     }
 }
@@ -107,6 +110,7 @@ pub(crate) fn record(
         duration_ms,
         bytes_up: end.bytes_up,
         bytes_down: end.bytes_down,
+        network: meta.network,
         request_headers: meta.request_headers,
         response_headers: end.response_headers,
         http_version: meta.http_version,
@@ -118,7 +122,8 @@ pub(crate) fn outcome_of(refusal: &Refusal) -> Outcome {
     use crate::policy::Rule;
     match refusal.rule {
         Rule::Timeout => Outcome::Timeout,
-        Rule::Interrupted => Outcome::Interrupted,
+        // The platform cancelled the call in flight, as the background does.
+        Rule::Interrupted | Rule::NetworkChange => Outcome::Interrupted,
         Rule::Upstream | Rule::Tls => Outcome::UpstreamError,
         Rule::ClientError => Outcome::Aborted,
         _ => Outcome::Refused,
@@ -185,26 +190,61 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for Counted<B> {
 pub(crate) enum Cut {
     Timeout,
     Interrupted,
+    /// The instance's network changed while the call was in flight.
+    NetworkChange,
+    /// The instance went offline (or was offline when the call began).
+    Offline,
 }
 
-/// A call's deadline and its instance's background cut: one timer and one cut future per call,
-/// shared by every wait (queue, upstream, decoding) and then by the watchdog.
+impl From<NetCut> for Cut {
+    fn from(cut: NetCut) -> Cut {
+        match cut {
+            NetCut::Change => Cut::NetworkChange,
+            NetCut::Offline => Cut::Offline,
+        }
+    }
+}
+
+/// The refusal of a socket or tunnel the network cut.
+pub(crate) fn net_refusal(cut: NetCut, api: Api, url: &str) -> Refusal {
+    match cut {
+        NetCut::Change => Refusal::network_change(api, url),
+        NetCut::Offline => Refusal::offline(api, url),
+    }
+}
+
+/// A call's deadline, its instance's background cut and its network cut: one timer and two
+/// cut futures per call, shared by every wait (queue, upstream, decoding) and then by the
+/// watchdog.
 pub(crate) struct Clock {
     deadline: Pin<Box<Sleep>>,
-    cut: Pin<Box<dyn Future<Output = ()> + Send>>,
+    cut: BoxedCut<()>,
+    net: BoxedCut<NetCut>,
 }
 
+type BoxedCut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
 impl Clock {
-    /// `instance`: whose background cut ends the call; `None` for a call the background
-    /// doesn't cut (a CORS preflight).
+    /// `instance`: whose background and network cuts end the call; `None` for a call they
+    /// don't cut (a CORS preflight).
     pub fn new(deadline: Instant, instance: Option<Arc<Instance>>) -> Self {
-        let cut: Pin<Box<dyn Future<Output = ()> + Send>> = match instance {
-            Some(instance) => Box::pin(async move { instance.cut().await }),
-            None => Box::pin(std::future::pending()),
+        let (cut, net): (BoxedCut<()>, BoxedCut<NetCut>) = match instance {
+            Some(instance) => (
+                Box::pin({
+                    let instance = instance.clone();
+                    async move { instance.cut().await }
+                }),
+                Box::pin(instance.net_cut()),
+            ),
+            None => (
+                Box::pin(std::future::pending()),
+                Box::pin(std::future::pending()),
+            ),
         };
         Clock {
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             cut,
+            net,
         }
     }
 
@@ -213,6 +253,7 @@ impl Clock {
         tokio::select! {
             biased;
             () = &mut self.cut => Err(Cut::Interrupted),
+            net = &mut self.net => Err(net.into()),
             () = &mut self.deadline => Err(Cut::Timeout),
             out = fut => Ok(out),
         }
@@ -242,6 +283,8 @@ impl CutInfo {
         match cut {
             Cut::Timeout => Refusal::timeout(self.api, &self.url, self.timeout_ms),
             Cut::Interrupted => Refusal::interrupted(self.api, &self.url, self.grace_ms),
+            Cut::NetworkChange => Refusal::network_change(self.api, &self.url),
+            Cut::Offline => Refusal::offline(self.api, &self.url),
         }
     }
 }

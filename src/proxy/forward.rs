@@ -23,7 +23,7 @@ use crate::proxy::conn::{current_stream_kill, ActivityGuard};
 use crate::proxy::headers::{self, get_str, head_size};
 use crate::proxy::refuse::{self, Refused};
 use crate::proxy::upstream::classify_client_error;
-use crate::proxy::{certpage, decode, ws, ConnInfo, MAX_HEADER_BYTES};
+use crate::proxy::{certpage, decode, shape, ws, ConnInfo, MAX_HEADER_BYTES};
 
 /// The service of every request that is a call (absolute-form, or inside a tunnel).
 pub(crate) async fn call(
@@ -64,10 +64,15 @@ async fn run(
     let strict = !conn.shared.skip_domain_check();
     let plan = Plan::of(&a);
     prepare_upstream_request(&mut a.head, a.app, uri, a.websocket);
+    if a.link.profile.offline {
+        let refusal = Refusal::offline(a.api, &a.url);
+        return Err(a.refused(refusal));
+    }
     if a.websocket {
         return ws::relay(a, conn, strict).await;
     }
     let permit = take_slot(&mut a, plan.preflight).await?;
+    shape::travel(&mut a, &conn.shared).await?;
     let queue_ms = u64::try_from(a.meta.arrival.elapsed().as_millis()).unwrap_or(u64::MAX);
     let request_body = Arc::new(RequestBody::default());
     let response = send_upstream(&mut a, conn, strict, &request_body).await?;
@@ -154,10 +159,8 @@ async fn send_upstream(
         let refusal = Refusal::hint_mismatch(a.api, "", "a request without a body");
         return Err(a.refused(refusal));
     };
-    let upstream_req = Request::from_parts(
-        a.head.clone(),
-        body::boxed(Counted::new(incoming, request_body.clone())),
-    );
+    let counted = body::boxed(Counted::new(incoming, request_body.clone()));
+    let upstream_req = Request::from_parts(a.head.clone(), shape::body(counted, &a.link, false));
     let upstream = conn.shared.upstream();
     let client = upstream.client(strict, false);
     match a.clock.race(client.request(upstream_req)).await {
@@ -223,7 +226,7 @@ fn deliver(
         record(&shared, meta, crate::calllog::Outcome::Ok, None, end);
         return Response::from_parts(parts, body);
     }
-    live.body = body;
+    live.body = shape::body(body, &a.link, true);
     let kill = current_stream_kill().unwrap_or_else(|| conn.activity.close.clone());
     let cut = a.cut_info(kill);
     Response::from_parts(parts, track(live, a.clock, cut))

@@ -36,6 +36,7 @@ pub mod headers;
 mod mitm;
 mod refuse;
 pub mod rewind;
+mod shape;
 mod tunnel;
 pub mod upstream;
 mod ws;

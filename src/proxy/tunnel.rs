@@ -11,8 +11,8 @@ use tracing::{debug, info};
 use crate::calllog::Outcome;
 use crate::instances::{Instance, Phase};
 use crate::policy::{self, Api, AppHints, Call, Refusal, Verdict};
-use crate::proxy::call::{outcome_of, record, CallMeta, End};
-use crate::proxy::{ConnInfo, TunnelInfo};
+use crate::proxy::call::{net_refusal, outcome_of, record, CallMeta, End};
+use crate::proxy::{shape, ConnInfo, TunnelInfo};
 
 pub(crate) async fn relay_tcp<IO>(mut client: IO, conn: &ConnInfo, tunnel: &TunnelInfo)
 where
@@ -33,6 +33,8 @@ where
         Ok(instance) => instance,
         Err(refusal) => return closed(conn, meta, &refusal),
     };
+    // Subscribed before the dial: a network change from now on closes the tunnel.
+    let net = instance.net_cut();
     let dialed = shared
         .upstream()
         .connector(false)
@@ -43,8 +45,10 @@ where
         Err(e) => return closed(conn, meta, &Refusal::net(Api::Tcp, &url, e.rule, &e.net)),
     };
     let token = shared.shutdown.token.clone();
+    let link = instance.link();
+    let mut refusal = None;
     let (outcome, up, down) = tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match result {
+        result = shape::copy_bidirectional(&mut client, &mut upstream, &link) => match result {
             Ok((up, down)) => (Outcome::Ok, up, down),
             Err(e) => {
                 debug!(error = %e, "tcp tunnel ended with an error");
@@ -52,6 +56,12 @@ where
             }
         },
         () = instance.cut() => (Outcome::Interrupted, 0, 0),
+        cut = net => {
+            let r = net_refusal(cut, Api::Tcp, &url);
+            let outcome = outcome_of(&r);
+            refusal = Some(r);
+            (outcome, 0, 0)
+        },
         () = token.cancelled() => (Outcome::Aborted, 0, 0),
     };
     debug!(bytes.up = up, bytes.down = down, "tcp tunnel closed");
@@ -60,7 +70,7 @@ where
         bytes_down: down,
         ..End::default()
     };
-    record(shared, meta, outcome, None, end);
+    record(shared, meta, outcome, refusal.as_ref(), end);
 }
 
 /// Which app, rules 1-5 for `tcp://host:port`, the TCP quota, and the instance. Only a socket
@@ -97,6 +107,11 @@ fn admit(
         .map_err(|_| policy::unknown_app(Api::Tcp, url))?;
     if instance.phase() != Phase::Foreground {
         return Err(Refusal::background(Api::Tcp, url));
+    }
+    let link = instance.link();
+    meta.network = Some(link.name.clone());
+    if link.profile.offline {
+        return Err(Refusal::offline(Api::Tcp, url));
     }
     instance
         .take_tcp(tokio::time::Instant::now())

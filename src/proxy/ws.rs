@@ -2,7 +2,8 @@
 //! the call's timeout and before the client gets its 101, then a byte-exact relay of both
 //! upgraded streams (frames, extensions and close codes pass as sent). When the app's background
 //! grace runs out, the client gets a close frame 1000 "interrupted" between two frames, and the
-//! upstream is closed too.
+//! upstream is closed too; a network change or going offline closes it the same way with 1001
+//! and the errMsg as reason. Relayed bytes are shaped by the instance's network profile.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,16 +16,16 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn, Instrument};
 
 use crate::calllog::Outcome;
-use crate::instances::SlotError;
+use crate::instances::{Link, SlotError};
 use crate::policy::Refusal;
 use crate::proxy::admit::Admitted;
 use crate::proxy::body::{self, Body};
-use crate::proxy::call::{record, End};
-use crate::proxy::headers;
+use crate::proxy::call::{net_refusal, outcome_of, record, End};
 use crate::proxy::refuse::Refused;
 use crate::proxy::upstream::classify_client_error;
 use crate::proxy::wsframes::{close_frame, FrameTracker};
 use crate::proxy::ConnInfo;
+use crate::proxy::{headers, shape};
 use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
@@ -34,6 +35,8 @@ const CUT_FRAME_WAIT: Duration = Duration::from_secs(1);
 /// The close code and reason a socket gets when the app's background grace runs out.
 const INTERRUPTED: (u16, &str) = (1000, "interrupted");
 const BUFFER: usize = 16 * 1024;
+/// The close code a socket gets when the network cuts it (its reason is the errMsg).
+const NETWORK_CLOSE: u16 = 1001;
 
 /// A socket slot, the upstream handshake (raced against the call's clock), then the 101 to the
 /// client and a relay task.
@@ -94,6 +97,7 @@ async fn handshake(
     conn: &ConnInfo,
     strict: bool,
 ) -> Result<Response<hyper::body::Incoming>, Box<Refused>> {
+    shape::travel(a, &conn.shared).await?;
     let clients = conn.shared.upstream();
     let upstream = clients.client(strict, true);
     match a.clock.race(upstream.request(req.map(body::boxed))).await {
@@ -117,7 +121,10 @@ fn relay_task(
     server_upgrade: OnUpgrade,
     permit: OwnedSemaphorePermit,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let (meta, instance) = (a.meta, a.instance);
+    let (meta, instance, link) = (a.meta, a.instance, a.link);
+    let (api, url) = (a.api, a.url);
+    // Subscribed now: a network change from the 101 on closes the socket.
+    let net = instance.net_cut();
     async move {
         let (client, server) = match tokio::join!(client_upgrade, server_upgrade) {
             (Ok(c), Ok(s)) => (c, s),
@@ -131,8 +138,18 @@ fn relay_task(
                 return;
             }
         };
-        let cut = async move { instance.cut().await };
-        let (outcome, up, down) = pump(client, server, cut, &shared.shutdown, permit).await;
+        let cut = async move {
+            tokio::select! {
+                () = instance.cut() => None,
+                net = net => Some(net_refusal(net, api, &url)),
+            }
+        };
+        let ends = Ends {
+            cut,
+            shutdown: &shared.shutdown,
+            link: &link,
+        };
+        let (outcome, up, down, refusal) = pump(client, server, ends, permit).await;
         debug!(
             bytes.up = up,
             bytes.down = down,
@@ -145,8 +162,16 @@ fn relay_task(
             bytes_down: down,
             ..End::default()
         };
-        record(&shared, meta, outcome, None, end);
+        record(&shared, meta, outcome, refusal.as_ref(), end);
     }
+}
+
+/// What ends a relay besides its ends closing, and the link it is shaped by.
+struct Ends<'s, C> {
+    /// The cut: `None` for the background's, the refusal for the network's.
+    cut: C,
+    shutdown: &'s Shutdown,
+    link: &'s Link,
 }
 
 /// One direction of a relay: what was read, and whether the reader is mid-write.
@@ -168,8 +193,8 @@ impl Direction {
         }
     }
 
-    /// Copy one chunk; `false` when this direction is over (EOF or error).
-    async fn step<R, W>(&mut self, from: &mut R, to: &mut W) -> bool
+    /// Copy one chunk (at the link's rate); `false` when this direction is over (EOF or error).
+    async fn step<R, W>(&mut self, from: &mut R, to: &mut W, link: &Link, down: bool) -> bool
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -181,7 +206,8 @@ impl Direction {
         self.frames.feed(&self.buf[..n]);
         self.bytes += n as u64;
         self.writing = true;
-        let ok = to.write_all(&self.buf[..n]).await.is_ok() && to.flush().await.is_ok();
+        let ok =
+            shape::write(to, &self.buf[..n], link, down).await.is_ok() && to.flush().await.is_ok();
         self.writing = false;
         ok
     }
@@ -189,27 +215,30 @@ impl Direction {
 
 /// Relay both directions until the server closes, an end fails, the cut, or shutdown. Every
 /// wait, writes to a client that stopped reading included, gives way to the cut. Returns the
-/// outcome and the bytes relayed up (client → server) and down.
-async fn pump(
+/// outcome, the bytes relayed up (client → server) and down, and the network's refusal.
+async fn pump<C>(
     client: Upgraded,
     server: Upgraded,
-    cut: impl std::future::Future<Output = ()>,
-    shutdown: &Shutdown,
+    ends: Ends<'_, C>,
     permit: OwnedSemaphorePermit,
-) -> (Outcome, u64, u64) {
+) -> (Outcome, u64, u64, Option<Refusal>)
+where
+    C: std::future::Future<Output = Option<Refusal>>,
+{
     let (mut client_rd, mut client_wr) = tokio::io::split(TokioIo::new(client));
     let (mut server_rd, mut server_wr) = tokio::io::split(TokioIo::new(server));
     let (mut up, mut down) = (Direction::new(), Direction::new());
+    let (cut, link) = (ends.cut, ends.link);
     tokio::pin!(cut);
     let relay = async {
         let mut client_open = true;
         loop {
             tokio::select! {
-                more = up.step(&mut client_rd, &mut server_wr), if client_open => if !more {
+                more = up.step(&mut client_rd, &mut server_wr, link, false), if client_open => if !more {
                     client_open = false;
                     let _ = server_wr.shutdown().await;
                 },
-                more = down.step(&mut server_rd, &mut client_wr) => if !more {
+                more = down.step(&mut server_rd, &mut client_wr, link, true) => if !more {
                     // The server closed: the socket is over, whatever the client does next.
                     let _ = client_wr.shutdown().await;
                     return Outcome::Ok;
@@ -217,32 +246,35 @@ async fn pump(
             }
         }
     };
-    let outcome = tokio::select! {
-        outcome = relay => outcome,
-        () = &mut cut => Outcome::Interrupted,
-        () = shutdown.token.cancelled() => Outcome::Aborted,
+    let (outcome, refusal) = tokio::select! {
+        outcome = relay => (outcome, None),
+        refusal = &mut cut => (refusal.as_ref().map_or(Outcome::Interrupted, outcome_of), refusal),
+        () = ends.shutdown.token.cancelled() => (Outcome::Aborted, None),
     };
     // The cut frees the slot at once; the goodbye below is bounded.
     drop(permit);
-    if outcome == Outcome::Interrupted {
+    if outcome != Outcome::Ok && outcome != Outcome::Aborted {
+        let close = refusal
+            .as_ref()
+            .map_or(INTERRUPTED, |r| (NETWORK_CLOSE, r.errmsg.as_str()));
         let goodbye = async {
             if !down.writing && finish_frame(&mut down, &mut server_rd, &mut client_wr).await {
                 let _ = client_wr
-                    .write_all(&close_frame(INTERRUPTED.0, INTERRUPTED.1, false))
+                    .write_all(&close_frame(close.0, close.1, false))
                     .await;
             }
             let _ = client_wr.flush().await;
             let _ = client_wr.shutdown().await;
             if !up.writing && up.frames.at_boundary() {
                 let _ = server_wr
-                    .write_all(&close_frame(INTERRUPTED.0, INTERRUPTED.1, true))
+                    .write_all(&close_frame(close.0, close.1, true))
                     .await;
             }
             let _ = server_wr.shutdown().await;
         };
         let _ = tokio::time::timeout(CUT_FRAME_WAIT, goodbye).await;
     }
-    (outcome, up.bytes, down.bytes)
+    (outcome, up.bytes, down.bytes, refusal)
 }
 
 /// Relay the rest of the frame being sent to the client (and nothing after it); `true` when

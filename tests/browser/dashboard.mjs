@@ -37,6 +37,21 @@ try {
   say("interrupted-seen");
   await page.locator(`button[data-action="foreground"][data-appid="${appid}"]`).first().click();
 
+  // 2b. The network profile picker and the "Network change" button.
+  if ((await next()) !== "pick-network") throw new Error("protocol");
+  await page.selectOption(`select.network[data-appid="${appid}"]:not([data-client])`, "3g");
+  await page.waitForFunction(async (id) => {
+    const s = await (await fetch("/api/state")).json();
+    const app = s.apps.find((a) => a.appid === id);
+    return app && app.instances.length > 0 && app.instances.every((i) => i.network === "3g");
+  }, appid, { timeout: 5000, polling: 100 });
+  say("network 3g");
+  if ((await next()) !== "click-network-change") throw new Error("protocol");
+  await page.locator(`button[data-action="network-change"][data-appid="${appid}"]`).first().click();
+  say("clicked-network-change");
+  await page.locator("#calls tr.refused", { hasText: "network change, cancel all task" }).first().waitFor({ timeout: 5000 });
+  say("network-change-seen");
+
   // 3. The skip switch.
   if ((await next()) !== "click-skip") throw new Error("protocol");
   await page.click("#skip-switch");
