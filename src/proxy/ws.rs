@@ -82,6 +82,12 @@ pub(crate) async fn relay(
         server_upgrade,
         permit,
     );
+    // The socket keeps its client connection's place under `proxy.max_connections`.
+    let slot = conn.slot.clone();
+    let task = async move {
+        task.await;
+        drop(slot);
+    };
     conn.shared.shutdown.tracker.spawn(task.instrument(span));
     // The 101 with the upstream's Sec-WebSocket-Accept: the client's key went upstream unchanged.
     let (parts, _) = response.into_parts();
