@@ -61,6 +61,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Records in the proxy's call log (its ring's capacity): filled before the baseline.
 const PREFILL_CALLS: usize = 10_000;
+/// Calls of the load after which the ring holds only the load's records (with a margin).
+const RING_TURNOVER: u64 = 12_000;
 /// Descriptors the control client may hold open beyond the baseline.
 const FD_SLACK: i64 = 2;
 const GRACE_MS: u64 = 300;
@@ -1372,6 +1374,7 @@ async fn run() -> anyhow::Result<bool> {
     workers.push(tokio::spawn(har_worker(ctx.clone())));
 
     let load_from = samples.len();
+    let prefill_calls = ctx.stats.total.load(Ordering::Relaxed);
     let mut next = load_start;
     let mut baseline: Option<Sample> = None;
     let max_samples = load.as_secs() / SAMPLE_EVERY.as_secs() + 2;
@@ -1383,7 +1386,12 @@ async fn run() -> anyhow::Result<bool> {
         tokio::time::sleep_until(next).await;
         let mut s = sample(&ctx, pid, t0, "load").await;
         let since = load_start.elapsed();
-        if baseline.is_none() && since + Duration::from_millis(500) >= warmup {
+        // The warm-up also waits until the load's own records have replaced the prefill's in
+        // the call log's ring (10,000 records, ~2.5 min at this rate): until then the ring's
+        // memory grows by design. A shorter run falls back to 30 s before its end.
+        let in_load = s.calls.saturating_sub(prefill_calls);
+        let turned_over = in_load >= RING_TURNOVER || since + Duration::from_secs(30) >= load;
+        if baseline.is_none() && since + Duration::from_millis(500) >= warmup && turned_over {
             s.phase = "baseline";
             baseline = Some(s.clone());
         }
