@@ -6,6 +6,7 @@
 # not back to their value before the load. Writes target/soak/soak.csv and target/soak/soak.png.
 #   scripts/soak.sh            # 1 minute of load (plus ~15 s prefill and ~10 s drain)
 #   scripts/soak.sh 3          # 3 minutes
+#   SOAK_PROFILE=dev scripts/soak.sh 1   # the debug build (what CI runs: no release builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-1}
@@ -16,12 +17,18 @@ if ! command -v gnuplot >/dev/null 2>&1; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox; } >/dev/null 2>&1 \
     || echo "soak: gnuplot-nox could not be installed: no plot (the soak runs anyway)"
 fi
+profile=${SOAK_PROFILE:-release}
+case "$profile" in
+  release) flag=--release; dir=target/release ;;
+  dev) flag=; dir=target/debug ;;
+  *) echo "soak: SOAK_PROFILE is release or dev" >&2; exit 64 ;;
+esac
 # Two builds: the binary exactly as shipped (an example unifies the dev-dependencies' features).
-cargo build --release --locked --bin wxsandbox
-cargo build --release --locked --example soak
+cargo build $flag --locked --bin wxsandbox
+cargo build $flag --locked --example soak
 mkdir -p "$out"
 rc=0
-target/release/examples/soak --minutes "$minutes" --bin target/release/wxsandbox --out "$out" || rc=$?
+"$dir/examples/soak" --minutes "$minutes" --bin "$dir/wxsandbox" --out "$out" || rc=$?
 if command -v gnuplot >/dev/null 2>&1 && [ -s "$out/soak.csv" ]; then
   gnuplot "$out/soak.gp" && echo "soak: plot $out/soak.png"
 fi
