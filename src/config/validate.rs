@@ -718,7 +718,9 @@ pub fn parse_entry(entry: &str, kind: ListKind) -> Result<Origin, (&'static str,
 /// # Errors
 /// Not a host name.
 pub fn normalize_host(host: &str) -> Result<String, String> {
-    let host = host.trim().trim_end_matches('.');
+    // One trailing dot is the same name (the root); `a.com..` is not `a.com`.
+    let host = host.trim();
+    let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty() {
         return Err("empty host".to_owned());
     }
@@ -727,11 +729,23 @@ pub fn normalize_host(host: &str) -> Result<String, String> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
     {
+        if host.ends_with('.') || host.starts_with('.') || host.contains("..") {
+            return Err(format!("{host:?} has an empty label"));
+        }
         return Ok(host.to_ascii_lowercase());
     }
     let ascii = idna::domain_to_ascii(host)
         .map_err(|e| format!("{host:?} is not a valid host name ({e})"))?;
-    if ascii.is_empty() || ascii.contains([' ', '_']) {
+    // What WHATWG forbids in a host (':' '%' '/' '@' ...), and controls, are no name.
+    let forbidden = |c: char| {
+        c.is_control()
+            || c.is_whitespace()
+            || matches!(
+                c,
+                '_' | ':' | '%' | '/' | '\\' | '?' | '#' | '@' | '[' | ']' | '<' | '>' | '^' | '|'
+            )
+    };
+    if ascii.is_empty() || ascii.contains(forbidden) || ascii.ends_with('.') {
         return Err(format!("{host:?} is not a valid host name"));
     }
     Ok(ascii)

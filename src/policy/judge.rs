@@ -172,7 +172,8 @@ pub(super) fn matches(entry: &Origin, url: &CallUrl, api: Api) -> bool {
 /// The LAN rule: an IPv4 literal in the client's subnet that is not the client's own address.
 fn lan_verdict(ip: IpAddr, client: IpAddr, prefix: u8) -> Result<(), String> {
     let client = client.to_canonical();
-    let (IpAddr::V4(target), IpAddr::V4(own)) = (ip.to_canonical(), client) else {
+    // An IPv4-mapped IPv6 literal is an IPv6 literal: only IPv4 literals pass the LAN rule.
+    let (IpAddr::V4(target), IpAddr::V4(own)) = (ip, client) else {
         return Err(format!(
             "{ip} is an IP address: only IPv4 LAN addresses in the client's /{prefix} are allowed (client {client}); list a domain instead"
         ));
@@ -271,7 +272,7 @@ pub fn judge_connect(
             detail,
         })
     };
-    let name = bare.trim_end_matches('.').to_ascii_lowercase();
+    let name = bare.strip_suffix('.').unwrap_or(bare).to_ascii_lowercase();
     if name == FORBIDDEN_HOST {
         return refuse(Rule::ForbiddenHost,
             "api.weixin.qq.com can't be called from a mini program (not even in debug mode): call it from your server".to_owned());

@@ -811,6 +811,7 @@ mod decisions {
             ("https://[::1]:8443/", Some(("[::1]", Some(8443)))),
             ("wss://ws.example.com/chat", Some(("ws.example.com", None))),
             ("xx中文://bad", None),
+            ("https://api.example.com../", None),
             ("https://", None),
             ("ftp://a.com/", None),
         ];
@@ -945,4 +946,34 @@ mod webviews {
             Verdict::Allow
         );
     }
+}
+
+#[test]
+fn an_ipv4_mapped_ipv6_literal_is_not_a_lan_address() {
+    let a = standard();
+    let client: IpAddr = "192.168.1.20".parse().unwrap();
+    let sw = Switches {
+        skip_domain_check: false,
+        lan_prefix: 24,
+    };
+    for url in ["https://[::ffff:192.168.1.7]/", "http://[::ffff:c0a8:107]/"] {
+        let call = Call {
+            client,
+            api: Api::Request,
+            url,
+            method: "GET",
+        };
+        match judge(&a, &call, sw) {
+            Verdict::Refuse(r) => assert_eq!(r.rule, Rule::DomainList, "{url}"),
+            Verdict::Allow => panic!("{url} passed the LAN rule"),
+        }
+    }
+    // The same address written as IPv4 is a LAN neighbour.
+    let call = Call {
+        client,
+        api: Api::Request,
+        url: "http://192.168.1.7/",
+        method: "GET",
+    };
+    assert_eq!(judge(&a, &call, sw), Verdict::Allow);
 }

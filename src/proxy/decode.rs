@@ -373,14 +373,16 @@ impl Converter {
                 // Can't happen with the capacity above; grow and go on if it does.
                 DecoderResult::OutputFull => out.reserve(data.len() - read + 16),
                 DecoderResult::Malformed(bad, after) => {
-                    let end = read - usize::from(after);
+                    // The malformed bytes may have begun in an earlier frame (the decoder
+                    // holds them): count from what this frame has.
+                    let end = read.saturating_sub(usize::from(after));
                     let start = end.saturating_sub(usize::from(bad));
                     let offset = (self.consumed + end as u64).saturating_sub(u64::from(bad));
                     return Err(Malformed {
                         label: self.label.clone(),
                         encoding: self.encoding,
                         offset,
-                        bytes: data[start..end].to_vec(),
+                        bytes: data.get(start..end).map(<[u8]>::to_vec).unwrap_or_default(),
                         truncated: last && end == data.len() && after == 0,
                     });
                 }

@@ -163,9 +163,9 @@ impl HostMap {
     /// looked up as the policy judges it (and as the map's keys are kept): ASCII lower-case,
     /// trailing dot removed, so `API.example.com.` routes like `api.example.com`.
     pub fn route(&self, host: &str, port: u16, tls: bool) -> Route {
-        // `trim_end_matches`, as `policy::parse_url` and `judge_connect` do: a host the policy
-        // judged as `api.example.com` must never be dialed anywhere else.
-        let key = host.trim_end_matches('.').to_ascii_lowercase();
+        // One dot, as `normalize_host` does: a host the policy judged as `api.example.com`
+        // must never be dialed anywhere else.
+        let key = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
         match self.map.get(&key) {
             Some(MapTarget::PlainHttp { host, port }) => Route {
                 dial_host: host.clone(),
@@ -521,10 +521,11 @@ mod tests {
             "api.example.com.",
             "API.Example.COM",
             "Api.Example.Com.",
-            "api.example.com..",
         ] {
             assert_eq!(map.route(host, 443, true), mapped, "{host}");
         }
+        // Two dots are another name (WHATWG keeps them; the policy refuses it as a host).
+        assert_ne!(map.route("api.example.com..", 443, true), mapped);
         assert_eq!(
             map.route("PLAIN.example.com.", 443, true),
             Route {
