@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-mod project;
+/// Public for the fuzz harness (fuzz/harness.rs) only.
+#[doc(hidden)]
+pub mod project;
 pub mod raw;
 mod validate;
 

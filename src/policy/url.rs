@@ -63,7 +63,7 @@ impl CallUrl {
 /// Parse a call URL (rule 1). `None`: unparsable or a scheme the APIs don't take. User info
 /// (`user:pass@`) is skipped: the host after it is what is judged.
 pub fn parse_url(url: &str) -> Option<CallUrl> {
-    let (scheme, rest) = url.trim().split_once("://")?;
+    let (scheme, rest) = url.trim_matches(|c: char| c <= ' ').split_once("://")?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "http" => Scheme::Http,
         "https" => Scheme::Https,
@@ -72,7 +72,7 @@ pub fn parse_url(url: &str) -> Option<CallUrl> {
         "tcp" => Scheme::Tcp,
         _ => return None,
     };
-    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = rest.split(['/', '?', '#', '\\']).next()?;
     let authority = authority
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host);
@@ -88,18 +88,26 @@ pub fn parse_url(url: &str) -> Option<CallUrl> {
             Some((n, p)) => (n, Some(parse_port(p)?)),
             None => (authority, None),
         };
+        let name = percent_encoding::percent_decode_str(name)
+            .decode_utf8()
+            .ok()?;
         if name.is_empty() || name.contains(char::is_whitespace) {
             return None;
         }
         let name = name.trim_end_matches('.');
         match name.parse::<Ipv4Addr>() {
             Ok(v4) => (Host::V4(v4), port),
-            Err(_) => (Host::Name(normalize_host(name).ok()?), port),
+            Err(_) => (
+                Host::Name(normalize_host(name).ok()?.trim_end_matches('.').to_owned()),
+                port,
+            ),
         }
     };
     Some(CallUrl { scheme, host, port })
 }
 
 fn parse_port(p: &str) -> Option<u16> {
-    p.parse::<u16>().ok().filter(|p| *p != 0)
+    p.parse::<u16>()
+        .ok()
+        .filter(|n| *n != 0 && p.bytes().all(|b| b.is_ascii_digit()))
 }
