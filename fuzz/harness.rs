@@ -34,6 +34,10 @@ pub const KNOWN: &[&str] = &[
     "trailing-dots",
     // `https://a.com／x/` parses (IDNA maps U+FF0F to '/'), allowed with the skip switch.
     "idna-unparsable",
+    // normalize_host accepts hosts WHATWG forbids (`db.eproject:om`, controls, `%`) in lists.
+    "config-host",
+    // A malformed sequence split across frames of a streamed body: `read - after` underflows.
+    "decode-split-malformed",
 ];
 
 fn violation(mode: Mode, kind: &'static str, what: fmt::Arguments<'_>) {
@@ -41,6 +45,55 @@ fn violation(mode: Mode, kind: &'static str, what: fmt::Arguments<'_>) {
         return;
     }
     panic!("oracle [{kind}]: {what}");
+}
+
+/// Run `f`. In [`Mode::Fuzz`], when `kind` is [`KNOWN`], a panic in a file ending with `file`
+/// whose message has one of `messages` is that known bug: `None`. Any other panic goes on.
+fn known_panic<T>(
+    mode: Mode,
+    kind: &'static str,
+    file: &str,
+    messages: &[&str],
+    f: impl FnOnce() -> T,
+) -> Option<T> {
+    use std::cell::RefCell;
+    use std::panic::{catch_unwind, set_hook, take_hook, AssertUnwindSafe};
+    thread_local! {
+        static LAST: RefCell<(String, String)> = const { RefCell::new((String::new(), String::new())) };
+    }
+    if mode == Mode::Strict || !KNOWN.contains(&kind) {
+        return Some(f());
+    }
+    // libFuzzer's hook aborts at once: record the panic instead, decide after unwinding.
+    let hook = take_hook();
+    set_hook(Box::new(|info| {
+        let file = info.location().map(|l| l.to_string()).unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| {
+                info.payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+            })
+            .unwrap_or_default();
+        LAST.with(|l| *l.borrow_mut() = (file, message));
+    }));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    set_hook(hook);
+    match result {
+        Ok(v) => Some(v),
+        Err(_) => {
+            let (at, message) = LAST.with(|l| l.borrow().clone());
+            let path = at.split(':').next().unwrap_or("");
+            if path.ends_with(file) && messages.iter().any(|m| message.contains(m)) {
+                None
+            } else {
+                panic!("{message} (at {at})")
+            }
+        }
+    }
 }
 
 /// A cursor over the fuzz input: missing bytes read as 0.
@@ -989,16 +1042,33 @@ pub mod decode {
         }
         let before = response.headers().clone();
 
-        let (decoded, out) = runtime().block_on(async {
-            match decode_response(response).await {
-                Ok(r) => {
-                    let (parts, body) = r.into_parts();
-                    let out = body.collect().await.map(|c| c.to_bytes());
-                    (Ok(parts), Some(out))
+        let decoding = || {
+            runtime().block_on(async {
+                match decode_response(response).await {
+                    Ok(r) => {
+                        let (parts, body) = r.into_parts();
+                        let out = body.collect().await.map(|c| c.to_bytes());
+                        (Ok(parts), Some(out))
+                    }
+                    Err(detail) => (Err(detail), None),
                 }
-                Err(detail) => (Err(detail), None),
-            }
-        });
+            })
+        };
+        // A malformed sequence split across frames of a streamed body panics (decode.rs,
+        // `read - after` in Converter::push): a known bug, let pass while fuzzing.
+        let Some((decoded, out)) = super::known_panic(
+            mode,
+            "decode-split-malformed",
+            "proxy/decode.rs",
+            &[
+                "subtract with overflow",
+                "out of range for slice",
+                "slice index starts",
+            ],
+            decoding,
+        ) else {
+            return;
+        };
 
         // Every response: an exact Content-Length, and bytes that are the input, the input less
         // its UTF-8 BOM, or UTF-8 under a Content-Type that says so.
@@ -1131,7 +1201,8 @@ pub mod config {
             && !host.ends_with('.')
             && host.parse::<IpAddr>().is_err()
             && host != "localhost"
-            && !host.contains(['*', '/', ' ', '@', ':'])
+            // WHATWG's forbidden domain code points, and the wildcard.
+            && !host.contains(|c: char| c.is_ascii_control() || "*#%/:<>?@[\\]^| ".contains(c))
             && host.trim_end_matches('.') != "api.weixin.qq.com"
     }
 
@@ -1173,15 +1244,29 @@ pub mod config {
                     );
                 }
                 for o in list {
-                    if !schemes.contains(&o.scheme) || !host_ok(&o.host) || o.port == Some(0) {
+                    if !schemes.contains(&o.scheme) || o.port == Some(0) {
                         violation(mode, "config", format_args!("{name} entry {o:?} accepted"));
+                    }
+                    if !host_ok(&o.host) {
+                        violation(
+                            mode,
+                            "config-host",
+                            format_args!("{name} entry {o:?} accepted"),
+                        );
                     }
                 }
             }
-            if d.dns_prefetch.len() > 5 || d.dns_prefetch.iter().any(|h| !host_ok(h)) {
+            if d.dns_prefetch.len() > 5 {
                 violation(
                     mode,
                     "config",
+                    format_args!("{} DNS prefetch hosts", d.dns_prefetch.len()),
+                );
+            }
+            if d.dns_prefetch.iter().any(|h| !host_ok(h)) {
+                violation(
+                    mode,
+                    "config-host",
                     format_args!("dns_prefetch {:?} accepted", d.dns_prefetch),
                 );
             }

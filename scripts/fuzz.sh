@@ -66,7 +66,7 @@ for t in "${targets[@]}"; do
       cp "fuzz/artifacts/$t/$f" "fuzz/regressions/$t/$f"
       result="$result; input fuzz/regressions/$t/$f"
     done
-    grep -m1 -E "oracle \[|panicked at|ERROR: " "$logs/$t.log" | sed 's/^/    /'
+    grep -m1 -A1 -E "panicked at|ERROR: " "$logs/$t.log" | cut -c1-300 | sed 's/^/    /'
   fi
   printf '%-9s %8s %14s  %s\n' "$t" "$secs" "${execs:-?}" "$result"
   if [ -n "${FUZZ_TALLY:-}" ]; then

@@ -91,7 +91,11 @@ pub fn parse_url(url: &str) -> Option<CallUrl> {
         let name = percent_encoding::percent_decode_str(name)
             .decode_utf8()
             .ok()?;
-        if name.is_empty() || name.contains(char::is_whitespace) {
+        if name.is_empty()
+            || name.contains(|c: char| {
+                c.is_whitespace() || c.is_ascii_control() || "#%/:<>?@[\\]^|".contains(c)
+            })
+        {
             return None;
         }
         let name = name.trim_end_matches('.');
