@@ -34,6 +34,8 @@ pub const KNOWN: &[&str] = &[
     "trailing-dots",
     // `https://a.com／x/` parses (IDNA maps U+FF0F to '/'), allowed with the skip switch.
     "idna-unparsable",
+    // `ws://080/` parses (a name), allowed with the skip switch; WHATWG: an invalid IPv4 address.
+    "numeric-host",
     // normalize_host accepts hosts WHATWG forbids (`db.eproject:om`, controls, `%`) in lists.
     "config-host",
     // A malformed sequence split across frames of a streamed body: `read - after` underflows.
@@ -422,14 +424,16 @@ apps:
                 let Some(w) = whatwg(url) else {
                     // The IDNA mapping of the host gives a code point a host can't have
                     // (`https://a.com／x`): reported apart from the rest.
-                    let idna = url::Url::parse(url) == Err(url::ParseError::IdnaError);
+                    let kind = match url::Url::parse(url) {
+                        Err(url::ParseError::IdnaError) => "idna-unparsable",
+                        // WHATWG reads a host ending in a number as IPv4 (`080`, `1.2.3.256`
+                        // fail); parse_url takes it for a name.
+                        Err(url::ParseError::InvalidIpv4Address) => "numeric-host",
+                        _ => "allowed-unparsable",
+                    };
                     return violation(
                         mode,
-                        if idna {
-                            "idna-unparsable"
-                        } else {
-                            "allowed-unparsable"
-                        },
+                        kind,
                         format_args!("{api:?} {url:?} allowed, but WHATWG does not parse it"),
                     );
                 };
