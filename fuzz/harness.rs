@@ -363,6 +363,13 @@ apps:
         })
     }
 
+    /// Why WHATWG refuses `text`, its scheme read as a special one (as [`whatwg`] does).
+    fn special_parse_error(text: &str) -> Option<url::ParseError> {
+        let text = text.trim_matches(|c: char| c <= ' ');
+        let rest = &text[text.find(':')?..];
+        url::Url::parse(&format!("http{rest}")).err()
+    }
+
     /// The client's IPv4 address (an IPv4-mapped IPv6 client is IPv4, as dual-stack sockets
     /// report them).
     fn client_v4(client: IpAddr) -> Option<Ipv4Addr> {
@@ -424,11 +431,11 @@ apps:
                 let Some(w) = whatwg(url) else {
                     // The IDNA mapping of the host gives a code point a host can't have
                     // (`https://a.com／x`): reported apart from the rest.
-                    let kind = match url::Url::parse(url) {
-                        Err(url::ParseError::IdnaError) => "idna-unparsable",
+                    let kind = match special_parse_error(url) {
+                        Some(url::ParseError::IdnaError) => "idna-unparsable",
                         // WHATWG reads a host ending in a number as IPv4 (`080`, `1.2.3.256`
                         // fail); parse_url takes it for a name.
-                        Err(url::ParseError::InvalidIpv4Address) => "numeric-host",
+                        Some(url::ParseError::InvalidIpv4Address) => "numeric-host",
                         _ => "allowed-unparsable",
                     };
                     return violation(
@@ -555,10 +562,9 @@ apps:
             }
             return;
         }
-        let bare = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
+        // Brackets as judge_connect takes them off (hyper's authorities have them balanced;
+        // `127.0.0.1]` can't reach it).
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
         if same_name(bare, FORBIDDEN) {
             return violation(
                 mode,
@@ -735,9 +741,18 @@ apps:
         check_judge(mode, lists, api, client, judged, method, sw, &verdict);
 
         // The CONNECT-level check.
-        let host = connect_host.unwrap_or(url);
-        let verdict = policy::judge_connect(app, client, host, port, sw);
-        check_connect(mode, lists, client, host, port, sw, &verdict);
+        // The host as the proxy hands it over: the CONNECT authority's (hyper/http parse it
+        // first; one they refuse, or port 0, is answered 400 before any judging).
+        let authority = connect_host.unwrap_or(url);
+        let Ok(authority) = format!("{authority}:{port}").parse::<http::uri::Authority>() else {
+            return;
+        };
+        let host = authority.host().to_ascii_lowercase();
+        if host.is_empty() || authority.port_u16() != Some(port) || port == 0 {
+            return;
+        }
+        let verdict = policy::judge_connect(app, client, &host, port, sw);
+        check_connect(mode, lists, client, &host, port, sw, &verdict);
     }
 }
 
