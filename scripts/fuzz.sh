@@ -13,7 +13,7 @@
 # the script exits 1.
 # Environment: FUZZ_SANITIZER (none | address, default none: the crate forbids unsafe code, and
 # none runs about twice as many inputs); FUZZ_TALLY=FILE appends one markdown row per target
-# (`| target | seconds | executions | crashes |`), e.g. FUZZ_TALLY=fuzz/EXECUTIONS.md.
+# (`| target | seconds run | executions | crashes |`), e.g. FUZZ_TALLY=fuzz/EXECUTIONS.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,10 +50,12 @@ for t in "${targets[@]}"; do
   before=$(ls "fuzz/artifacts/$t")
   dict=()
   [ -f "fuzz/dict/$t.dict" ] && dict=("-dict=fuzz/dict/$t.dict")
+  start=$SECONDS
   nice -n 19 cargo +nightly fuzz run -s "$sanitizer" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
     -max_total_time="$secs" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
     "${dict[@]}" >"$logs/$t.log" 2>&1
   rc=$?
+  took=$((SECONDS - start))
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$logs/$t.log" | tail -1 | grep -o '[0-9]*$')
   new=$(comm -13 <(echo "$before" | sort) <(ls "fuzz/artifacts/$t" | sort))
   result=ok
@@ -68,9 +70,9 @@ for t in "${targets[@]}"; do
     done
     grep -m1 -A1 -E "panicked at|ERROR: " "$logs/$t.log" | cut -c1-300 | sed 's/^/    /'
   fi
-  printf '%-9s %8s %14s  %s\n' "$t" "$secs" "${execs:-?}" "$result"
+  printf '%-9s %8s %14s  %s\n' "$t" "$took" "${execs:-?}" "$result"
   if [ -n "${FUZZ_TALLY:-}" ]; then
-    printf '| %s | %s | %s | %s |\n' "$t" "$secs" "${execs:-?}" "$crashes" >>"$FUZZ_TALLY"
+    printf '| %s | %s | %s | %s |\n' "$t" "$took" "${execs:-?}" "$crashes" >>"$FUZZ_TALLY"
   fi
 done
 if [ $crashed -ne 0 ]; then
