@@ -26,15 +26,11 @@ pub enum Mode {
 
 /// Oracle failures already reported as bugs (see fuzz/EXECUTIONS.md).
 pub const KNOWN: &[&str] = &[
-    // judge_connect lets a tunnel through to a host of the tcp list at a forbidden port.
-    "connect-tcp-port",
-    // `https://[::ffff:192.168.1.7]/` passes the LAN rule (an IPv6 literal).
+    // `https://[::ffff:192.168.1.7]/` passes the LAN rule (an IPv6 literal), at CONNECT too.
     "ipv4-mapped-lan",
     // `https://api.example.com../` matches `https://api.example.com` (every trailing dot goes).
     "trailing-dots",
-    // `https://a.com／x/` parses (IDNA maps U+FF0F to '/'), allowed with the skip switch.
-    "idna-unparsable",
-    // `ws://080/` parses (a name), allowed with the skip switch; WHATWG: an invalid IPv4 address.
+    // `tcp://080:7000` parses (a name), allowed with the skip switch; WHATWG: no IPv4 address.
     "numeric-host",
     // normalize_host accepts hosts WHATWG forbids (`db.eproject:om`, controls, `%`) in lists.
     "config-host",
@@ -223,6 +219,9 @@ apps:
                 Api::DownloadFile => self.download,
                 Api::ConnectSocket => self.socket,
                 Api::Tcp => self.tcp,
+                // Web-view navigations are judged by the business domains (judge_navigation);
+                // `judge` has no list for them.
+                Api::WebView => &[],
             }
         }
     }
@@ -243,6 +242,7 @@ apps:
                         Api::DownloadFile => &app.domains.download_file,
                         Api::ConnectSocket => &app.domains.socket,
                         Api::Tcp => &app.domains.tcp,
+                        Api::WebView => continue,
                     }
                     .iter()
                     .map(|o| (o.scheme.as_str().to_owned(), o.host.clone(), o.port))
@@ -259,12 +259,13 @@ apps:
         })
     }
 
-    pub const API: [Api; 5] = [
+    pub const API: [Api; 6] = [
         Api::Request,
         Api::UploadFile,
         Api::DownloadFile,
         Api::ConnectSocket,
         Api::Tcp,
+        Api::WebView,
     ];
 
     const METHODS: [&str; 12] = [
@@ -409,6 +410,7 @@ apps:
             }
             Api::ConnectSocket => matches!(scheme, "ws" | "wss"),
             Api::Tcp => scheme == "tcp",
+            Api::WebView => scheme == "https",
         }
     }
 
@@ -539,100 +541,104 @@ apps:
     }
 
     /// The oracle of `judge_connect`: api.weixin.qq.com never; with the skip switch off, an
-    /// authority some API of the app could allow, or a LAN IPv4 address.
+    /// authority some API of the app could allow, or a LAN IPv4 address. `raw`: the host of the
+    /// CONNECT authority as the client wrote it, read here by the WHATWG host parser.
     #[allow(clippy::too_many_arguments)]
     fn check_connect(
         mode: Mode,
         lists: &Lists,
         client: IpAddr,
-        host: &str,
+        raw: &str,
         port: u16,
         sw: Switches,
         verdict: &Verdict,
     ) {
-        if *verdict != Verdict::Allow {
-            if let Verdict::Refuse(r) = verdict {
-                if r.status != 403 || r.errno != 600002 {
-                    violation(
-                        mode,
-                        "refusal-row",
-                        format_args!("CONNECT {host:?}:{port}: {r:?}"),
-                    );
-                }
+        if let Verdict::Refuse(r) = verdict {
+            if r.status != 403 || r.errno != 600002 {
+                violation(
+                    mode,
+                    "refusal-row",
+                    format_args!("CONNECT {raw:?}:{port}: {r:?}"),
+                );
             }
             return;
         }
-        // Brackets as judge_connect takes them off (hyper's authorities have them balanced;
-        // `127.0.0.1]` can't reach it).
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if same_name(bare, FORBIDDEN) {
+        let Ok(host) = url::Host::parse(raw) else {
             return violation(
                 mode,
-                "forbidden-host",
-                format_args!(
-                    "CONNECT {host:?}:{port} allowed (skip {})",
-                    sw.skip_domain_check
-                ),
+                "connect-unparsable",
+                format_args!("CONNECT {raw:?}:{port} allowed, a host WHATWG refuses"),
             );
+        };
+        if let url::Host::Domain(d) = &host {
+            if same_name(d, FORBIDDEN) {
+                return violation(
+                    mode,
+                    "forbidden-host",
+                    format_args!(
+                        "CONNECT {raw:?}:{port} allowed (skip {})",
+                        sw.skip_domain_check
+                    ),
+                );
+            }
         }
         if sw.skip_domain_check {
             return;
         }
-        let ok = if let Ok(ip) = bare.parse::<Ipv4Addr>() {
-            lan(ip, client, sw.lan_prefix)
-        } else if bare.parse::<Ipv6Addr>().is_ok() {
-            false
-        } else {
-            let name = if bare.is_ascii() {
-                Some(bare.to_ascii_lowercase())
-            } else {
-                match url::Host::parse(bare) {
-                    Ok(url::Host::Domain(d)) => Some(d),
-                    _ => None,
-                }
-            };
-            name.is_some_and(|name| {
-                let fits = |(_, h, _): &&Entry| same_name(&name, h);
-                lists
-                    .request
+        let fits = |name: &str| {
+            let fits = |(_, h, _): &&Entry| same_name(name, h);
+            lists
+                .request
+                .iter()
+                .chain(lists.upload)
+                .chain(lists.download)
+                .filter(fits)
+                .any(|(_, _, p)| p.unwrap_or(443) == port)
+                || lists.socket.iter().any(|e| fits(&e))
+                || lists
+                    .tcp
                     .iter()
-                    .chain(lists.upload)
-                    .chain(lists.download)
                     .filter(fits)
-                    .any(|(_, _, p)| p.unwrap_or(443) == port)
-                    || lists.socket.iter().any(|e| fits(&e))
-                    || lists
-                        .tcp
-                        .iter()
-                        .filter(fits)
-                        .any(|(_, _, p)| p.is_none_or(|p| p == port) && !tcp_forbidden(port))
-            })
+                    .any(|(_, _, p)| p.is_none_or(|p| p == port) && !tcp_forbidden(port))
         };
-        if !ok {
-            let name = bare.to_ascii_lowercase();
-            let kind = if let Ok(v6) = bare.parse::<Ipv6Addr>() {
-                match v6.to_ipv4_mapped() {
-                    Some(v4) if lan(v4, client, sw.lan_prefix) => "ipv4-mapped-lan",
-                    _ => "ipv6-allowed",
-                }
-            } else if lists.tcp.iter().any(|(_, h, p)| {
-                same_name(&name, h) && p.is_none_or(|p| p == port) && tcp_forbidden(port)
-            }) {
+        let kind = match &host {
+            url::Host::Ipv4(ip) if lan(*ip, client, sw.lan_prefix) => return,
+            url::Host::Ipv4(_) => "lan-rule",
+            url::Host::Ipv6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) if lan(v4, client, sw.lan_prefix) => "ipv4-mapped-lan",
+                _ => "ipv6-allowed",
+            },
+            url::Host::Domain(d) if fits(d) => return,
+            url::Host::Domain(d)
+                if lists
+                    .tcp
+                    .iter()
+                    .any(|(_, h, p)| same_name(d, h) && p.is_none_or(|p| p == port)) =>
+            {
                 "connect-tcp-port"
-            } else if name.ends_with("..") {
-                "trailing-dots"
-            } else {
-                "connect-not-listed"
-            };
-            violation(
-                mode,
-                kind,
-                format_args!(
-                    "CONNECT {host:?}:{port} from {client} /{} allowed",
-                    sw.lan_prefix
-                ),
-            );
-        }
+            }
+            url::Host::Domain(d) if d.ends_with("..") => "trailing-dots",
+            url::Host::Domain(_) => "connect-not-listed",
+        };
+        violation(
+            mode,
+            kind,
+            format_args!(
+                "CONNECT {raw:?}:{port} from {client} /{} allowed; WHATWG reads {host:?}",
+                sw.lan_prefix
+            ),
+        );
+    }
+
+    /// The hint names the real target (SPEC 3): scheme family, host, effective port, as WHATWG
+    /// reads both.
+    fn same_target(hint: &Whatwg, real: &Whatwg) -> bool {
+        let tls = |w: &Whatwg| matches!(w.scheme.as_str(), "https" | "wss");
+        let host = match (&hint.host, &real.host) {
+            (url::Host::Domain(a), url::Host::Domain(b)) => same_name(a, b),
+            (a, b) => a == b,
+        };
+        tls(hint) == tls(real) && host && hint.effective_port() == real.effective_port()
     }
 
     pub fn run(data: &[u8], mode: Mode) {
@@ -709,7 +715,14 @@ apps:
             .find(|l| l.appid == app.appid)
             .expect("a configured app");
 
-        // Which URL is judged: the hint when sent (as the proxy does).
+        // Which URL is judged: the hint when sent, once it names the real target (`url`), as
+        // the proxy does (admit.rs, check_hint): else the call is refused 400 before judging.
+        if let Some(parsed) = hint.and_then(policy::parse_url) {
+            let real = policy::parse_url(url);
+            if !real.is_some_and(|r| policy::hint_matches(&parsed, &r)) {
+                return;
+            }
+        }
         let judged = hint.unwrap_or(url);
         let api = if flags & 4 != 0 {
             API[usize::from(api_byte) % API.len()]
@@ -739,20 +752,37 @@ apps:
         };
         let verdict = policy::judge(app, &call, sw);
         check_judge(mode, lists, api, client, judged, method, sw, &verdict);
+        if let (Some(h), Verdict::Allow) = (hint, &verdict) {
+            let same = match (whatwg(h), whatwg(url)) {
+                (Some(h), Some(r)) => same_target(&h, &r),
+                _ => false,
+            };
+            if !same {
+                violation(
+                    mode,
+                    "hint-target",
+                    format_args!("hint {h:?} allowed for the call to {url:?}"),
+                );
+            }
+        }
 
         // The CONNECT-level check.
-        // The host as the proxy hands it over: the CONNECT authority's (hyper/http parse it
-        // first; one they refuse, or port 0, is answered 400 before any judging).
+        // The host as the proxy hands it over (connect.rs): the CONNECT authority's (hyper/http
+        // parse it first: one they refuse, or port 0, is answered 400 before any judging),
+        // normalised by policy::normalize_target_host.
         let authority = connect_host.unwrap_or(url);
         let Ok(authority) = format!("{authority}:{port}").parse::<http::uri::Authority>() else {
             return;
         };
-        let host = authority.host().to_ascii_lowercase();
-        if host.is_empty() || authority.port_u16() != Some(port) || port == 0 {
+        if authority.port_u16() != Some(port) || port == 0 {
             return;
         }
+        let raw = authority.host();
+        let Some(host) = policy::normalize_target_host(raw) else {
+            return;
+        };
         let verdict = policy::judge_connect(app, client, &host, port, sw);
-        check_connect(mode, lists, client, &host, port, sw, &verdict);
+        check_connect(mode, lists, client, raw, port, sw, &verdict);
     }
 }
 

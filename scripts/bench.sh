@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=${BENCH_DIR:-../shared/bench}
+# BENCH_DIR may be absolute or relative to the repository.
+case "$bench" in /*) ;; *) bench="$PWD/$bench" ;; esac
 [ -x "$bench/peers.sh" ] || { echo "no harness at $bench (set BENCH_DIR)" >&2; exit 1; }
 cargo build --release --locked --bin wxsandbox
 exec "$bench/peers.sh" --only "${PEERS:-hudsucker},wxsandbox" \
-  --add wxsandbox 18090 '$BENCH_MITM_CA_CRT' "exec $PWD/$bench/wxsandbox-start.sh $PWD/target/release/wxsandbox"
+  --add wxsandbox 18090 '$BENCH_MITM_CA_CRT' "exec $bench/wxsandbox-start.sh $PWD/target/release/wxsandbox"

@@ -1,13 +1,38 @@
-//! The call log: every call recorded once with its final outcome, in a bounded ring, with a
-//! live feed for `/api/events` and the counters behind `/metrics`.
+//! The call log: every call recorded once with its final outcome, in a ring bounded in count and
+//! in bytes, with a live feed for `/api/events` and the counters behind `/metrics`.
+//!
+//! A pushed [`Record`] is turned into a compact [`Entry`] at once: the URL, header values and
+//! texts clipped (with a `…[truncated N bytes]` marker), at most [`MAX_HEADERS`] headers a side,
+//! credentials redacted, and no `http::HeaderMap` kept (its values may pin hyper's read buffers).
+//! Readers get `Arc`s of the entries and serialise them one by one, never the ring as one string.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
 use serde::Serialize;
-use std::collections::VecDeque;
-use std::sync::Mutex;
 use tokio::sync::broadcast;
 
 /// Records kept in the ring.
 pub const DEFAULT_CAPACITY: usize = 10_000;
+/// Bytes the ring's entries may take, by [`Entry::size`].
+pub const DEFAULT_BYTE_BUDGET: usize = 32 * 1024 * 1024;
+/// Longest URL kept; longer ones are clipped with a marker.
+pub const MAX_URL_BYTES: usize = 2048;
+/// Longest header value kept.
+pub const MAX_HEADER_VALUE_BYTES: usize = 1024;
+/// Longest header name kept.
+pub const MAX_HEADER_NAME_BYTES: usize = 256;
+/// Headers kept per side (request, response); the rest become one marker entry.
+pub const MAX_HEADERS: usize = 100;
+/// Longest errMsg and detail kept.
+pub const MAX_TEXT_BYTES: usize = 2048;
+/// Longest method, appid and HTTP version kept.
+pub const MAX_SHORT_BYTES: usize = 128;
+/// Name of the header entry that stands for the headers not kept.
+pub const TRUNCATED_HEADERS_NAME: &str = "…";
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -22,6 +47,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in declaration order (`self as usize` is the position).
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Ok,
+        Outcome::Refused,
+        Outcome::Timeout,
+        Outcome::Interrupted,
+        Outcome::UpstreamError,
+        Outcome::Aborted,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -34,8 +69,8 @@ impl Outcome {
     }
 }
 
-/// One call, as SPEC section 6 names its fields. Credentials never appear here: headers are
-/// recorded already redacted (see [`redact`]).
+/// One call, as SPEC section 6 names its fields, as the proxy hands it over. Credentials never
+/// appear in what is kept: headers are redacted when the record is stored (see [`redact`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
     pub id: u64,
@@ -67,6 +102,163 @@ pub struct Record {
     pub http_version: String,
 }
 
+/// One header as kept: HAR's `{"name","value"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Header {
+    pub name: Box<str>,
+    pub value: Box<str>,
+}
+
+/// A record as the ring keeps it: clipped, redacted, owned. Serialises as the record of SPEC
+/// section 6 (headers and HTTP version are for HAR only).
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    pub id: u64,
+    /// RFC 3339 UTC.
+    #[serde(with = "time::serde::rfc3339")]
+    pub ts: time::OffsetDateTime,
+    pub appid: Option<Box<str>>,
+    pub client: IpAddr,
+    pub api: &'static str,
+    pub method: Box<str>,
+    pub url: Box<str>,
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+    pub errno: Option<i64>,
+    #[serde(rename = "errMsg")]
+    pub errmsg: Option<Box<str>>,
+    pub rule: Option<&'static str>,
+    pub detail: Option<Box<str>>,
+    pub queue_ms: u64,
+    pub duration_ms: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    #[serde(skip)]
+    pub request_headers: Box<[Header]>,
+    #[serde(skip)]
+    pub response_headers: Box<[Header]>,
+    #[serde(skip)]
+    pub http_version: Box<str>,
+    #[serde(skip)]
+    size: usize,
+}
+
+impl Entry {
+    /// The compact form of a record; the record's header maps are dropped here.
+    pub fn from_record(record: Record) -> Entry {
+        let request_headers = compact_headers(&record.request_headers);
+        let response_headers = compact_headers(&record.response_headers);
+        let mut entry = Entry {
+            id: record.id,
+            ts: record.ts,
+            appid: record.appid.as_deref().map(|a| clip(a, MAX_SHORT_BYTES)),
+            client: record.client,
+            api: record.api,
+            method: clip(&record.method, MAX_SHORT_BYTES),
+            url: clip(&record.url, MAX_URL_BYTES),
+            outcome: record.outcome,
+            status: record.status,
+            errno: record.errno,
+            errmsg: record.errmsg.as_deref().map(|m| clip(m, MAX_TEXT_BYTES)),
+            rule: record.rule,
+            detail: record.detail.as_deref().map(|d| clip(d, MAX_TEXT_BYTES)),
+            queue_ms: record.queue_ms,
+            duration_ms: record.duration_ms,
+            bytes_up: record.bytes_up,
+            bytes_down: record.bytes_down,
+            request_headers,
+            response_headers,
+            http_version: clip(&record.http_version, MAX_SHORT_BYTES),
+            size: 0,
+        };
+        entry.size = entry.measure();
+        entry
+    }
+
+    /// Bytes this entry holds: the struct, its `Arc`, its strings and header slices.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    fn measure(&self) -> usize {
+        let opt = |s: &Option<Box<str>>| s.as_deref().map_or(0, str::len);
+        let headers = |h: &[Header]| {
+            std::mem::size_of_val(h)
+                + h.iter()
+                    .map(|h| h.name.len() + h.value.len())
+                    .sum::<usize>()
+        };
+        std::mem::size_of::<Entry>()
+            + 2 * std::mem::size_of::<usize>()
+            + opt(&self.appid)
+            + self.method.len()
+            + self.url.len()
+            + opt(&self.errmsg)
+            + opt(&self.detail)
+            + headers(&self.request_headers)
+            + headers(&self.response_headers)
+            + self.http_version.len()
+    }
+
+    /// A response header's value (names are kept lower-case).
+    pub fn response_header(&self, name: &str) -> Option<&str> {
+        self.response_headers
+            .iter()
+            .find(|h| &*h.name == name)
+            .map(|h| &*h.value)
+    }
+}
+
+/// `text` cut to at most `max` bytes (at a UTF-8 boundary), followed by `…[truncated N bytes]`
+/// when anything was cut.
+pub fn clip(text: &str, max: usize) -> Box<str> {
+    clip_bytes(text.as_bytes(), max)
+}
+
+/// Like [`clip`] for bytes that may not be UTF-8 (header values): invalid sequences become U+FFFD.
+pub fn clip_bytes(bytes: &[u8], max: usize) -> Box<str> {
+    if bytes.len() <= max {
+        return String::from_utf8_lossy(bytes).into();
+    }
+    let mut cut = max;
+    // Back up to the start of a UTF-8 sequence (at most 3 continuation bytes).
+    for _ in 0..3 {
+        if cut > 0 && bytes[cut] & 0xC0 == 0x80 {
+            cut -= 1;
+        } else {
+            break;
+        }
+    }
+    let mut text = String::from_utf8_lossy(&bytes[..cut]).into_owned();
+    text.push_str(&format!("…[truncated {} bytes]", bytes.len() - cut));
+    text.into_boxed_str()
+}
+
+/// Headers as kept: names clipped to [`MAX_HEADER_NAME_BYTES`], values to
+/// [`MAX_HEADER_VALUE_BYTES`], credentials redacted, at most [`MAX_HEADERS`] then one marker entry.
+fn compact_headers(map: &http::HeaderMap) -> Box<[Header]> {
+    let total = map.len();
+    let mut out: Vec<Header> = Vec::with_capacity(total.min(MAX_HEADERS + 1));
+    for (name, value) in map.iter().take(MAX_HEADERS) {
+        let value = if REDACTED.contains(&name.as_str()) {
+            "<redacted>".into()
+        } else {
+            clip_bytes(value.as_bytes(), MAX_HEADER_VALUE_BYTES)
+        };
+        out.push(Header {
+            name: clip(name.as_str(), MAX_HEADER_NAME_BYTES),
+            value,
+        });
+    }
+    if total > MAX_HEADERS {
+        out.push(Header {
+            name: TRUNCATED_HEADERS_NAME.into(),
+            value: format!("[truncated {} headers]", total - MAX_HEADERS).into(),
+        });
+    }
+    out.into_boxed_slice()
+}
+
 /// Upper bounds (seconds) of the latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
@@ -76,96 +268,228 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
     /// (api, outcome, rule or "") → calls.
-    pub calls: std::collections::BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    pub calls: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     /// Cumulative counts per bucket of [`LATENCY_BUCKETS`], then the total.
     pub latency_buckets: [u64; LATENCY_BUCKETS.len()],
     pub latency_count: u64,
     pub latency_sum_seconds: f64,
 }
 
+/// The `api` values of records, by position in the counter table.
+const APIS: [&str; 5] = [
+    "request",
+    "uploadFile",
+    "downloadFile",
+    "connectSocket",
+    "tcp",
+];
+/// The `rule` values of records ("" for none), by position in the counter table.
+const RULES: [&str; 13] = [
+    "",
+    "invalid-url",
+    "domain-list",
+    "forbidden-host",
+    "tcp-port",
+    "appid",
+    "background",
+    "interrupted",
+    "concurrency",
+    "timeout",
+    "upstream",
+    "tls",
+    "charset",
+];
+
+/// The counters as atomics: a table indexed by (api, outcome, rule) positions, a map behind a
+/// mutex only for values outside the table, and the histogram's per-bucket counts.
+#[derive(Debug)]
+struct Tally {
+    calls: Box<[AtomicU64]>,
+    other: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    /// Calls per bucket, not cumulative; the last one is over the largest bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_ms: AtomicU64,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            calls: (0..APIS.len() * Outcome::ALL.len() * RULES.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            other: Mutex::new(BTreeMap::new()),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn slot(api: usize, outcome: usize, rule: usize) -> usize {
+        (api * Outcome::ALL.len() + outcome) * RULES.len() + rule
+    }
+
+    fn add(&self, api: &'static str, outcome: Outcome, rule: Option<&'static str>, ms: u64) {
+        let rule = rule.unwrap_or("");
+        match (
+            APIS.iter().position(|a| *a == api),
+            RULES.iter().position(|r| *r == rule),
+        ) {
+            (Some(a), Some(r)) => {
+                self.calls[Self::slot(a, outcome as usize, r)].fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                *self
+                    .other
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry((api, outcome.as_str(), rule))
+                    .or_default() += 1;
+            }
+        }
+        // The count first, the bucket after; `snapshot` reads in the other order, so the
+        // buckets it sees never exceed the count.
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.sum_ms.fetch_add(ms, Ordering::SeqCst);
+        let seconds = ms as f64 / 1000.0;
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|le| seconds <= *le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn snapshot(&self) -> Counters {
+        let mut c = Counters::default();
+        let mut cumulative = 0;
+        for (i, bucket) in c.latency_buckets.iter_mut().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::SeqCst);
+            *bucket = cumulative;
+        }
+        c.latency_sum_seconds = self.sum_ms.load(Ordering::SeqCst) as f64 / 1000.0;
+        c.latency_count = self.count.load(Ordering::SeqCst);
+        for (a, api) in APIS.iter().enumerate() {
+            for (o, outcome) in Outcome::ALL.iter().enumerate() {
+                for (r, rule) in RULES.iter().enumerate() {
+                    let n = self.calls[Self::slot(a, o, r)].load(Ordering::Relaxed);
+                    if n > 0 {
+                        c.calls.insert((api, outcome.as_str(), rule), n);
+                    }
+                }
+            }
+        }
+        for (key, n) in self
+            .other
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            *c.calls.entry(*key).or_default() += n;
+        }
+        c
+    }
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    entries: VecDeque<Arc<Entry>>,
+    /// Sum of the entries' [`Entry::size`].
+    bytes: usize,
+}
+
 /// The bounded ring and its live feed.
 #[derive(Debug)]
 pub struct CallLog {
-    ring: Mutex<VecDeque<Record>>,
+    ring: Mutex<Ring>,
     capacity: usize,
-    next_id: std::sync::atomic::AtomicU64,
-    feed: broadcast::Sender<Record>,
-    counters: Mutex<Counters>,
+    byte_budget: usize,
+    next_id: AtomicU64,
+    /// Each record's JSON (as `/api/log` serialises it), for `/api/events`.
+    feed: broadcast::Sender<Bytes>,
+    tally: Tally,
 }
 
 impl CallLog {
+    /// A ring of at most `capacity` records and [`DEFAULT_BYTE_BUDGET`] bytes.
     pub fn new(capacity: usize) -> Self {
+        Self::with_budget(capacity, DEFAULT_BYTE_BUDGET)
+    }
+
+    /// A ring of at most `capacity` records and `byte_budget` bytes (by [`Entry::size`]).
+    pub fn with_budget(capacity: usize, byte_budget: usize) -> Self {
         let (feed, _) = broadcast::channel(1024);
         CallLog {
-            ring: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            ring: Mutex::new(Ring {
+                entries: VecDeque::with_capacity(capacity.min(1024)),
+                bytes: 0,
+            }),
             capacity,
-            next_id: std::sync::atomic::AtomicU64::new(1),
+            byte_budget,
+            next_id: AtomicU64::new(1),
             feed,
-            counters: Mutex::new(Counters::default()),
+            tally: Tally::new(),
         }
     }
 
     /// A fresh record id.
     pub fn next_id(&self) -> u64 {
-        self.next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Record a finished call.
+    /// Record a finished call: count it, store its compact form (evicting the oldest past the
+    /// count or byte bound), and send it to live subscribers.
     pub fn push(&self, record: Record) {
-        {
-            let mut c = self
-                .counters
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let key = (
-                record.api,
-                record.outcome.as_str(),
-                record.rule.unwrap_or(""),
-            );
-            *c.calls.entry(key).or_default() += 1;
-            let seconds = record.duration_ms as f64 / 1000.0;
-            for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-                if seconds <= *le {
-                    c.latency_buckets[i] += 1;
-                }
-            }
-            c.latency_count += 1;
-            c.latency_sum_seconds += seconds;
-        }
+        self.tally
+            .add(record.api, record.outcome, record.rule, record.duration_ms);
+        let entry = Arc::new(Entry::from_record(record));
         // No subscriber is not an error: nobody is watching the live feed.
         if self.feed.receiver_count() > 0 {
-            let _ = self.feed.send(record.clone());
+            if let Ok(json) = serde_json::to_vec(&*entry) {
+                let _ = self.feed.send(Bytes::from(json));
+            }
         }
-        let mut ring = self
-            .ring
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if ring.len() == self.capacity {
-            ring.pop_front();
+        let mut evicted = Vec::new();
+        {
+            let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+            ring.bytes += entry.size;
+            ring.entries.push_back(entry);
+            while ring.entries.len() > self.capacity || ring.bytes > self.byte_budget {
+                let Some(old) = ring.entries.pop_front() else {
+                    break;
+                };
+                ring.bytes -= old.size;
+                evicted.push(old);
+            }
         }
-        ring.push_back(record);
+        // Freed here, outside the lock (or later, by a reader still holding them).
+        drop(evicted);
     }
 
     /// The latest `limit` records, newest first.
-    pub fn latest(&self, limit: usize) -> Vec<Record> {
-        let ring = self
-            .ring
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        ring.iter().rev().take(limit).cloned().collect()
+    pub fn latest(&self, limit: usize) -> Vec<Arc<Entry>> {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.entries.iter().rev().take(limit).cloned().collect()
+    }
+
+    /// Every record in the ring, oldest first.
+    pub fn snapshot(&self) -> Vec<Arc<Entry>> {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.entries.iter().cloned().collect()
+    }
+
+    /// Records in the ring, and the bytes they take (by [`Entry::size`]).
+    pub fn usage(&self) -> (usize, usize) {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        (ring.entries.len(), ring.bytes)
     }
 
     /// A copy of the counters.
     pub fn counters(&self) -> Counters {
-        self.counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.tally.snapshot()
     }
 
-    /// Live records from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Record> {
+    /// Live records from now on, each as its JSON.
+    pub fn subscribe(&self) -> broadcast::Receiver<Bytes> {
         self.feed.subscribe()
     }
 }
@@ -191,4 +515,157 @@ pub fn redact(headers: &http::HeaderMap) -> Vec<(String, String)> {
             (k.as_str().to_owned(), value)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    fn record(log: &CallLog, url_len: usize, header_len: usize, headers: usize) -> Record {
+        let mut request_headers = HeaderMap::new();
+        request_headers.insert("authorization", HeaderValue::from_static("Bearer hunter2"));
+        request_headers.insert(
+            "x-big",
+            HeaderValue::from_str(&"v".repeat(header_len)).unwrap(),
+        );
+        for i in 0..headers {
+            request_headers.insert(
+                HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(),
+                HeaderValue::from_static("1"),
+            );
+        }
+        Record {
+            id: log.next_id(),
+            ts: time::OffsetDateTime::now_utc(),
+            appid: Some("wx0123456789abcdef".to_owned()),
+            client: IpAddr::from([127, 0, 0, 1]),
+            api: "request",
+            method: "GET".to_owned(),
+            url: format!("https://api.example.com/?q={}", "u".repeat(url_len)),
+            outcome: Outcome::Refused,
+            status: Some(403),
+            errno: Some(600_002),
+            errmsg: Some("request:fail url not in domain list".to_owned()),
+            rule: Some("domain-list"),
+            detail: Some("d".repeat(url_len)),
+            queue_ms: 0,
+            duration_ms: 7,
+            bytes_up: 0,
+            bytes_down: 0,
+            request_headers,
+            response_headers: HeaderMap::new(),
+            http_version: "HTTP/1.1".to_owned(),
+        }
+    }
+
+    #[test]
+    fn clip_marks_what_it_cut_at_a_char_boundary() {
+        assert_eq!(&*clip("short", 10), "short");
+        assert_eq!(&*clip("abcdef", 3), "abc…[truncated 3 bytes]");
+        // "é" is two bytes: a cut inside it backs up to its start.
+        assert_eq!(&*clip("aé", 2), "a…[truncated 2 bytes]");
+        // Not UTF-8: the back-up stops after 3 bytes, the rest turns into U+FFFD.
+        assert_eq!(&*clip_bytes(&[0x80; 10], 4), "\u{fffd}…[truncated 9 bytes]");
+    }
+
+    #[test]
+    fn a_record_is_stored_clipped_and_redacted() {
+        let log = CallLog::new(10);
+        log.push(record(&log, 100_000, 300_000, 150));
+        let e = &log.latest(1)[0];
+        assert!(e.url.len() < MAX_URL_BYTES + 40, "{}", e.url.len());
+        assert!(e.url.ends_with(&format!(
+            "…[truncated {} bytes]",
+            "https://api.example.com/?q=".len() + 100_000 - MAX_URL_BYTES
+        )));
+        assert!(e.detail.as_deref().unwrap().len() < MAX_TEXT_BYTES + 40);
+        assert_eq!(e.request_headers.len(), MAX_HEADERS + 1);
+        let auth = e
+            .request_headers
+            .iter()
+            .find(|h| &*h.name == "authorization")
+            .unwrap();
+        assert_eq!(&*auth.value, "<redacted>");
+        let big = e
+            .request_headers
+            .iter()
+            .find(|h| &*h.name == "x-big")
+            .unwrap();
+        assert!(big.value.len() < MAX_HEADER_VALUE_BYTES + 40);
+        assert!(big.value.contains("…[truncated "));
+        let last = e.request_headers.last().unwrap();
+        assert_eq!(&*last.name, TRUNCATED_HEADERS_NAME);
+        assert_eq!(&*last.value, "[truncated 52 headers]");
+        // The size counts what is kept, far under what came in.
+        assert!(e.size() < 16 * 1024, "{}", e.size());
+        // The JSON of /api/log keeps the section 6 field names and no headers.
+        let json: serde_json::Value = serde_json::to_value(&**e).unwrap();
+        assert_eq!(json["errMsg"], "request:fail url not in domain list");
+        assert!(json.get("request_headers").is_none());
+    }
+
+    #[test]
+    fn the_ring_stays_under_its_byte_budget_and_keeps_the_newest() {
+        let budget = 64 * 1024;
+        let log = CallLog::with_budget(10_000, budget);
+        let mut pushed_bytes = 0;
+        let mut last_ids = Vec::new();
+        for _ in 0..500 {
+            let r = record(&log, 5_000, 5_000, 10);
+            last_ids.push(r.id);
+            pushed_bytes += r.url.len() + 5_000;
+            log.push(r);
+            let (_, bytes) = log.usage();
+            assert!(bytes <= budget, "{bytes} > {budget}");
+        }
+        assert!(pushed_bytes > 20 * budget);
+        let (count, bytes) = log.usage();
+        assert!(count > 1 && count < 500, "{count}");
+        assert_eq!(
+            bytes,
+            log.snapshot().iter().map(|e| e.size()).sum::<usize>()
+        );
+        // The newest are the ones kept, newest first, without gaps.
+        let ids: Vec<u64> = log.latest(usize::MAX).iter().map(|e| e.id).collect();
+        let expected: Vec<u64> = last_ids.iter().rev().take(count).copied().collect();
+        assert_eq!(ids, expected);
+        // The counters saw every call.
+        let c = log.counters();
+        assert_eq!(c.calls[&("request", "refused", "domain-list")], 500);
+        assert_eq!(c.latency_count, 500);
+    }
+
+    #[test]
+    fn the_count_cap_still_holds() {
+        let log = CallLog::new(3);
+        for _ in 0..10 {
+            log.push(record(&log, 10, 10, 0));
+        }
+        assert_eq!(log.usage().0, 3);
+        assert_eq!(log.latest(10)[0].id, 10);
+    }
+
+    #[test]
+    fn counters_keep_unknown_values_and_a_cumulative_histogram() {
+        let log = CallLog::new(3);
+        let mut r = record(&log, 10, 10, 0);
+        r.api = "somethingNew";
+        r.duration_ms = 70_000;
+        log.push(r);
+        let mut r = record(&log, 10, 10, 0);
+        r.duration_ms = 3;
+        r.outcome = Outcome::Ok;
+        r.rule = None;
+        log.push(r);
+        let c = log.counters();
+        assert_eq!(c.calls[&("somethingNew", "refused", "domain-list")], 1);
+        assert_eq!(c.calls[&("request", "ok", "")], 1);
+        assert_eq!(c.latency_buckets[0], 1);
+        assert_eq!(c.latency_buckets[LATENCY_BUCKETS.len() - 1], 1);
+        assert_eq!(c.latency_count, 2);
+        assert!((c.latency_sum_seconds - 70.003).abs() < 1e-9);
+    }
 }

@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Serialize;
 
-use crate::tls::audit::{classify_handshake_error, provider, AcceptAny, UpstreamTls};
+use crate::tls::audit::{handshake_check, provider, AcceptAny, FirstRecord, UpstreamTls};
 use crate::tls::checks::{describe, CertInfo, Check};
 
 /// How long the connection and handshake may take.
@@ -215,7 +215,9 @@ pub async fn check_cert(opts: &CheckCertOptions) -> Result<CertReport, CheckCert
         .map_err(|e| CheckCertError::Usage(format!("{host}: {e}")))?;
     let handshake = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name.clone(), tcp),
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(server_name.clone(), FirstRecord::new(tcp))
+            .into_fallible(),
     )
     .await
     .map_err(|_| CheckCertError::Connect {
@@ -245,16 +247,16 @@ pub async fn check_cert(opts: &CheckCertOptions) -> Result<CertReport, CheckCert
                 "tls-version",
                 report.tls_version.clone().unwrap_or_default(),
             ));
-        }
-        Err(e) => {
-            let net = classify_handshake_error(&e);
-            report.checks.push(Check::fail(
-                "tls-version",
-                net.detail.clone(),
-                "enable TLS 1.2 or newer with ECDHE ciphers",
-                net.code,
-                net.name,
+            // The client offers only forward-secret suites (TLS 1.3, ECDHE for TLS 1.2).
+            report.checks.push(Check::pass(
+                "cipher",
+                report.cipher.clone().unwrap_or_default(),
             ));
+        }
+        Err((e, watched)) => {
+            report
+                .checks
+                .push(handshake_check(&e, watched.alert_first()));
         }
     }
     let seen = recording

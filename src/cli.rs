@@ -52,6 +52,55 @@ pub enum Command {
         #[arg(short = 'c', long = "config", env = "WXSANDBOX_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print a shell completion script to stdout, e.g.
+    /// `wxsandbox completions bash > /etc/bash_completion.d/wxsandbox`.
+    Completions {
+        /// The shell: bash, zsh, fish (also elvish, powershell).
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout, e.g. `wxsandbox manpage | man -l -`.
+    Manpage {
+        /// A subcommand's own page (e.g. check-cert) instead of wxsandbox(1).
+        command: Option<String>,
+    },
+}
+
+/// The completion script of `shell` for the `wxsandbox` command line.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "wxsandbox", &mut out);
+    out
+}
+
+/// The manual page (roff) of `wxsandbox`, or of one of its subcommands (`wxsandbox-NAME(1)`).
+/// `Err` names the subcommands when `command` is not one.
+pub fn manpage(command: Option<&str>) -> Result<Vec<u8>, String> {
+    use clap::CommandFactory;
+    let mut root = Cli::command();
+    root.build();
+    let page = match command {
+        None => root,
+        Some(name) => {
+            let Some(sub) = root.find_subcommand(name).cloned() else {
+                let names: Vec<String> = root
+                    .get_subcommands()
+                    .map(|s| s.get_name().to_owned())
+                    .collect();
+                return Err(format!("no subcommand {name}: one of {}", names.join(", ")));
+            };
+            // clap takes a `&'static str` name; this runs once, then the process exits.
+            let full: &'static str =
+                Box::leak(format!("wxsandbox-{}", sub.get_name()).into_boxed_str());
+            sub.name(full).version(env!("CARGO_PKG_VERSION"))
+        }
+    };
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page)
+        .render(&mut out)
+        .map_err(|e| format!("can't render the page: {e}"))?;
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -78,6 +127,10 @@ pub struct RunArgs {
     /// (for CI jobs).
     #[arg(long = "fail-on-refusal", env = "WXSANDBOX_FAIL_ON_REFUSAL")]
     pub fail_on_refusal: bool,
+    /// How refused calls end: auto (answer when the call carries X-Wxsandbox-* headers, else
+    /// fail), fail (at the transport, as on the platform) or answer (HTTP status + JSON).
+    #[arg(long = "refusal", value_enum, env = "WXSANDBOX_REFUSAL")]
+    pub refusal: Option<RefusalArg>,
     /// Control API token (overrides control.token).
     #[arg(long = "token", env = "WXSANDBOX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -95,4 +148,22 @@ pub enum OutputFormat {
     #[default]
     Text,
     Json,
+}
+
+/// `--refusal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RefusalArg {
+    Auto,
+    Fail,
+    Answer,
+}
+
+impl From<RefusalArg> for crate::config::RefusalStyle {
+    fn from(arg: RefusalArg) -> Self {
+        match arg {
+            RefusalArg::Auto => crate::config::RefusalStyle::Auto,
+            RefusalArg::Fail => crate::config::RefusalStyle::Fail,
+            RefusalArg::Answer => crate::config::RefusalStyle::Answer,
+        }
+    }
 }

@@ -205,9 +205,9 @@ pub struct AppSnapshot {
 /// Every instance of every app.
 #[derive(Debug)]
 pub struct Instances {
-    limits: HashMap<String, Limits>,
+    limits: std::sync::RwLock<HashMap<String, Limits>>,
     /// Config order, for stable listings.
-    order: Vec<String>,
+    order: std::sync::RwLock<Vec<String>>,
     /// appid → client → instance (looked up by &str: no allocation per call).
     map: Mutex<HashMap<String, HashMap<IpAddr, Arc<Instance>>>>,
     /// Apps sent to the background as a whole: instances made later start there too.
@@ -217,12 +217,8 @@ pub struct Instances {
 impl Instances {
     pub fn new(config: &Config) -> Self {
         Instances {
-            limits: config
-                .apps
-                .iter()
-                .map(|a| (a.appid.clone(), a.limits.clone()))
-                .collect(),
-            order: config.apps.iter().map(|a| a.appid.clone()).collect(),
+            limits: std::sync::RwLock::new(limits_of(config)),
+            order: std::sync::RwLock::new(config.apps.iter().map(|a| a.appid.clone()).collect()),
             map: Mutex::new(HashMap::new()),
             background_apps: Mutex::new(HashSet::new()),
         }
@@ -233,14 +229,18 @@ impl Instances {
     /// # Errors
     /// `appid` is not configured.
     pub fn get(&self, appid: &str, client: IpAddr) -> Result<Arc<Instance>, UnknownApp> {
-        let limits = self
-            .limits
-            .get(appid)
-            .ok_or_else(|| UnknownApp(appid.to_owned()))?;
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(instance) = map.get(appid).and_then(|by_client| by_client.get(&client)) {
             return Ok(instance.clone());
         }
+        let limits = self
+            .limits
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(appid)
+            .cloned()
+            .ok_or_else(|| UnknownApp(appid.to_owned()))?;
+        let limits = &limits;
         let instance = map
             .entry(appid.to_owned())
             .or_default()
@@ -307,7 +307,12 @@ impl Instances {
             // A named device gets its instance now, so its next call sees the new phase.
             Some(ip) => Ok(vec![self.get(appid, ip)?]),
             None => {
-                if !self.limits.contains_key(appid) {
+                let known = self
+                    .limits
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains_key(appid);
+                if !known {
                     return Err(UnknownApp(appid.to_owned()));
                 }
                 let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
@@ -319,10 +324,34 @@ impl Instances {
         }
     }
 
+    /// A new config: apps added or removed, limits for instances made from now on (an
+    /// instance keeps the slots it was made with; its calls in flight hold them).
+    pub fn reconfigure(&self, config: &Config) {
+        *self.limits.write().unwrap_or_else(PoisonError::into_inner) = limits_of(config);
+        *self.order.write().unwrap_or_else(PoisonError::into_inner) =
+            config.apps.iter().map(|a| a.appid.clone()).collect();
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|appid, _| config.apps.iter().any(|a| &a.appid == appid));
+        for by_client in map.values_mut() {
+            by_client.retain(|_, instance| {
+                let fresh = config
+                    .apps
+                    .iter()
+                    .find(|a| a.appid == instance.appid)
+                    .is_some_and(|a| a.limits == instance.limits);
+                // An instance with other limits is made anew on its next call, once idle.
+                fresh
+                    || instance.http_in_flight() + instance.sockets_open() > 0
+                    || instance.phase() != Phase::Foreground
+            });
+        }
+    }
+
     /// Every app with its instances, in config order.
     pub fn snapshot(&self) -> Vec<AppSnapshot> {
         let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        self.order
+        let order = self.order.read().unwrap_or_else(PoisonError::into_inner);
+        order
             .iter()
             .map(|appid| {
                 let mut instances: Vec<InstanceSnapshot> = map
@@ -337,4 +366,12 @@ impl Instances {
             })
             .collect()
     }
+}
+
+fn limits_of(config: &Config) -> HashMap<String, Limits> {
+    config
+        .apps
+        .iter()
+        .map(|a| (a.appid.clone(), a.limits.clone()))
+        .collect()
 }

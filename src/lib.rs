@@ -5,11 +5,26 @@
 //!
 //! Data flows one way: **config → policy → proxy / control**.
 //!
-//! - [`config`]: the YAML file, loaded into raw serde structs and validated into typed values.
-//! - [`policy`]: pure decisions (no I/O): which app, which API, allowed or refused and why.
+//! - [`config`]: the YAML file, loaded into raw serde structs and validated into typed values
+//!   (bounded reads; every finding with file, line and rule; the project-folder import).
+//! - [`policy`]: pure decisions (no I/O, no clock): which app, which API, the URL as browsers
+//!   parse it, rules 1-4, the CONNECT-level check, web-view navigations, the timeout, the
+//!   refusal style, and what a refusal looks like.
 //! - [`tls`]: the local CA and leaf cache (client side), the upstream TLS client and its audit.
-//! - [`proxy`]: the I/O: accept loop, CONNECT, MITM, forwarding, WebSocket, tunnels.
-//! - [`control`]: the control API, dashboard and CA download on `control.listen`.
+//! - [`proxy`]: the I/O: accept loop and connection deadlines (`conn`), CONNECT (`connect`),
+//!   interception (`mitm`), a call's stages (`admit` → `forward` → `call`'s watchdog), refusals
+//!   (`refuse`, `answer`), WebSocket (`ws`, `wsframes`), TCP tunnels (`tunnel`), upstream
+//!   clients (`upstream`), response decoding (`decode`), header hygiene (`headers`), the CA page
+//!   (`certpage`).
+//! - [`control`]: the control API, dashboard, config endpoints and CA download on
+//!   `control.listen`.
+//! - [`instances`]: app instances (appid, client IP): slots, queue, background phase.
+//! - [`calllog`]: the call log ring (bounded in count and bytes), live feed and counters.
+//! - [`state`]: what connections and the control API share (config and upstream, swapped
+//!   whole on reload; switches; CA; log; instances).
+//! - [`reload`]: config edits without a restart (file watch, SIGHUP, endpoint).
+//! - [`resend`]: one record for a refused call a browser resends by itself.
+//! - [`check_cert`]: the `check-cert` command. [`cli`]: the command line. [`telemetry`]: logs.
 //! - [`shutdown`]: one cancellation token and one task tracker for a bounded drain.
 
 pub mod calllog;
@@ -20,6 +35,8 @@ pub mod control;
 pub mod instances;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
+pub mod resend;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;
@@ -82,6 +99,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let ca = CertificateAuthority::load_or_create(&config.ca.dir)?;
     let leaves = LeafCache::new(&ca, DEFAULT_CAPACITY)?;
+    let mut config = config;
+    config.proxy.max_connections = fit_descriptors(config.proxy.max_connections);
     let upstream = proxy::upstream::Upstream::new(&config.upstream)?;
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -104,6 +123,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             addr: config.control.listen,
             source,
         })?;
+    upstream.forbid(vec![proxy_addr, control_addr]);
     let shutdown = Shutdown::new();
     let shared = Arc::new(Shared::new(config, ca, leaves, upstream, shutdown.clone()));
     shutdown
@@ -117,4 +137,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         control_addr,
         shared,
     })
+}
+
+/// Raise the open-files limit to its hard limit, and keep the connection cap well under it
+/// (each client connection may hold an upstream socket too).
+fn fit_descriptors(wanted: usize) -> usize {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let room = usize::try_from(limit.saturating_sub(128) / 2).unwrap_or(usize::MAX);
+    let cap = wanted.min(room.max(16));
+    if cap < wanted {
+        tracing::warn!(
+            proxy.max_connections = wanted,
+            open_files = limit,
+            using = cap,
+            "proxy.max_connections lowered to fit the open-files limit"
+        );
+    }
+    cap
 }

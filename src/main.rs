@@ -1,13 +1,13 @@
 //! `wxsandbox`: thin entry point: arguments → logging → config (exit 64 when bad) → run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 
 use wxsandbox::cli::{Cli, Command, LogFormat, OutputFormat, RunArgs};
-use wxsandbox::config::{Config, ConfigError};
+use wxsandbox::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
 use wxsandbox::shutdown::DRAIN_GRACE;
 use wxsandbox::tls::ca::{CaOrigin, CertificateAuthority};
 use wxsandbox::{telemetry, StartError};
@@ -42,6 +42,28 @@ fn main() -> ExitCode {
             format,
         }) => runtime.block_on(check_cert(url, trust, resolve, format)),
         Some(Command::Ca { dir, config }) => ca(dir.as_deref(), config.as_deref()),
+        Some(Command::Completions { shell }) => print_out(&wxsandbox::cli::completions(shell)),
+        Some(Command::Manpage { command }) => match wxsandbox::cli::manpage(command.as_deref()) {
+            Ok(page) => print_out(&page),
+            Err(e) => {
+                eprintln!("wxsandbox: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// Write generated text to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print_out(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wxsandbox: can't write to stdout: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -61,21 +83,8 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(listen) = args.listen {
-        config.proxy.listen = listen;
-    }
-    if let Some(control) = args.control {
-        config.control.listen = control;
-    }
-    if let Some(dir) = args.ca_dir {
-        config.ca.dir = dir;
-    }
-    if args.token.is_some() {
-        config.control.token = args.token;
-    }
-    if args.skip_domain_check {
-        config.sandbox.skip_domain_check = true;
-    }
+    let overrides = Overrides::of(&args);
+    overrides.apply(&mut config);
     let source = config.source.clone();
     let running = match wxsandbox::start(config).await {
         Ok(r) => r,
@@ -90,6 +99,18 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Edits to the file apply without a restart (the command line still wins).
+    let file = args
+        .config
+        .clone()
+        .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()));
+    if let Some(path) = file {
+        wxsandbox::reload::enable(
+            &running.shared,
+            path,
+            Box::new(move |c: &mut Config| overrides.apply(c)),
+        );
+    }
     let ca = &running.shared.ca;
     let message = format!(
         "wxsandbox: proxy on {} (config {source}); dashboard http://{}/; CA {} (SHA-256 {}); \
@@ -124,6 +145,11 @@ fn check_config(path: Option<&Path>) -> ExitCode {
             println!("{}: ok ({} app(s))", config.source, config.apps.len());
             ExitCode::SUCCESS
         }
+        // Nothing was judged: the file is missing, not a regular file or too large.
+        Err(e) if e.is_unreadable() => {
+            eprintln!("wxsandbox: the config can't be read:\n{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             println!("{e}");
             ExitCode::FAILURE
@@ -151,10 +177,16 @@ fn ca(dir: Option<&Path>, config: Option<&Path>) -> ExitCode {
                 CaOrigin::Existing { key_kind } => format!("existing, key {key_kind}"),
             };
             println!("certificate: {}", ca.cert_path().display());
-            println!("key:         {} (0600)", ca.key_path().display());
+            match ca.key_mode() {
+                Some(mode) => println!("key:         {} ({mode:04o})", ca.key_path().display()),
+                None => println!("key:         {}", ca.key_path().display()),
+            }
             println!("subject:     {}", ca.subject());
             println!("origin:      {origin}");
             println!("sha256:      {}", ca.fingerprint_sha256());
+            if let Some(warning) = ca.key_warning() {
+                println!("warning:     {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -204,6 +236,51 @@ async fn check_cert(
         Err(e) => {
             eprintln!("wxsandbox: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// What the command line sets over the file, applied at start and on every reload.
+#[derive(Debug, Clone)]
+struct Overrides {
+    listen: Option<std::net::SocketAddr>,
+    control: Option<std::net::SocketAddr>,
+    ca_dir: Option<PathBuf>,
+    token: Option<String>,
+    refusal: Option<wxsandbox::config::RefusalStyle>,
+    skip_domain_check: bool,
+}
+
+impl Overrides {
+    fn of(args: &RunArgs) -> Self {
+        Overrides {
+            listen: args.listen,
+            control: args.control,
+            ca_dir: args.ca_dir.clone(),
+            token: args.token.clone(),
+            refusal: args.refusal.map(Into::into),
+            skip_domain_check: args.skip_domain_check,
+        }
+    }
+
+    fn apply(&self, config: &mut Config) {
+        if let Some(listen) = self.listen {
+            config.proxy.listen = listen;
+        }
+        if let Some(control) = self.control {
+            config.control.listen = control;
+        }
+        if let Some(dir) = &self.ca_dir {
+            config.ca.dir.clone_from(dir);
+        }
+        if self.token.is_some() {
+            config.control.token.clone_from(&self.token);
+        }
+        if let Some(refusal) = self.refusal {
+            config.sandbox.refusal = refusal;
+        }
+        if self.skip_domain_check {
+            config.sandbox.skip_domain_check = true;
         }
     }
 }

@@ -71,12 +71,7 @@ async fn dashboard_shows_refusals_live_and_drives_background_and_the_skip_switch
 
     // 1. A refused call appears live.
     let c = client(&proxy);
-    let r = c
-        .get(format!("https://{API_HOST}/"))
-        .header("x-wxsandbox-url", "https://unlisted.example/")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get("http://unlisted.example/").send().await.unwrap();
     assert_eq!(r.status(), 403);
     stdin.write_all(b"expect-refused\n").await.unwrap();
     expect("refused-seen").await;
@@ -103,6 +98,23 @@ async fn dashboard_shows_refusals_live_and_drives_background_and_the_skip_switch
     stdin.write_all(b"click-skip\n").await.unwrap();
     expect("skip-on").await;
     assert_eq!(state(&proxy).await["skip_domain_check"], true);
+
+    // 3b. The refusal style select: it shows the style in force (the tests' `answer`) and
+    // switches it at run time; back to `answer` for step 4.
+    assert_eq!(state(&proxy).await["refusal"], "answer");
+    stdin.write_all(b"refusal fail\n").await.unwrap();
+    let line = expect("refusal").await;
+    assert_eq!(line, "refusal answer->fail");
+    assert_eq!(state(&proxy).await["refusal"], "fail");
+    let r = c.get("http://unlisted.example/").send().await;
+    assert!(
+        r.is_err(),
+        "with the style `fail` a refused call gets no HTTP answer: {r:?}"
+    );
+    stdin.write_all(b"refusal answer\n").await.unwrap();
+    assert_eq!(expect("refusal").await, "refusal fail->answer");
+    assert_eq!(state(&proxy).await["refusal"], "answer");
+    stdin.write_all(b"refusal-done\n").await.unwrap();
     let line = expect("screenshot").await;
     println!("dashboard screenshot: {}", screenshot.display());
     assert!(line.ends_with(&screenshot.display().to_string()));
@@ -127,7 +139,8 @@ async fn dashboard_shows_refusals_live_and_drives_background_and_the_skip_switch
         .buffer_unordered(64);
     let mut refused = 0;
     while let Some(status) = calls.next().await {
-        assert_eq!(status.unwrap(), 403);
+        // A hint naming another target than the tunnel's is refused 400 (invalid-url).
+        assert_eq!(status.unwrap(), 400);
         refused += 1;
     }
     assert_eq!(refused, 10_000);

@@ -539,3 +539,293 @@ async fn a_tls_1_1_only_server_is_err_ssl_version_or_cipher_mismatch() {
     assert!(!report.passed());
     drop(server);
 }
+
+// --- Item 12: a handshake_failure alert in answer to the ClientHello (no common cipher) ---
+
+/// The alert a server with no cipher in common sends: fatal (2), handshake_failure (40).
+const HANDSHAKE_FAILURE_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+
+/// A TCP server on 127.0.0.1:0 that reads one TLS record (the ClientHello), answers it with a
+/// fatal handshake_failure alert and closes, as a server offering only RSA key exchange does.
+/// The counter says how many ClientHellos it answered.
+async fn alert_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hellos = Arc::new(AtomicUsize::new(0));
+    let counter = hellos.clone();
+    tokio::spawn(async move {
+        for _ in 0..100 {
+            let Ok(Ok((mut tcp, _))) = tokio::time::timeout(WAIT, listener.accept()).await else {
+                break;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut header = [0u8; 5];
+                let read = tokio::time::timeout(WAIT, tcp.read_exact(&mut header)).await;
+                if !matches!(read, Ok(Ok(_))) || header[0] != 0x16 {
+                    return;
+                }
+                let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+                let mut body = vec![0u8; len];
+                let read = tokio::time::timeout(WAIT, tcp.read_exact(&mut body)).await;
+                if !matches!(read, Ok(Ok(_))) || body.first() != Some(&0x01) {
+                    return;
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = tcp.write_all(&HANDSHAKE_FAILURE_ALERT).await;
+                let _ = tcp.shutdown().await;
+                // Drain until the client closes (bounded), so closing never resets the alert away.
+                let mut sink = [0u8; 1024];
+                for _ in 0..64 {
+                    match tokio::time::timeout(WAIT, tcp.read(&mut sink)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => break,
+                    }
+                }
+            });
+        }
+    });
+    (addr, hellos)
+}
+
+const CIPHER_MISMATCH: (i32, &str) = (-113, "ERR_SSL_VERSION_OR_CIPHER_MISMATCH");
+
+/// `wxsandbox check-cert ARGS` (bounded): exit code and stdout.
+async fn check_cert_bin(args: &[&str]) -> (Option<i32>, String) {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxsandbox"))
+        .arg("check-cert")
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, child).await.unwrap().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn a_handshake_failure_alert_to_the_client_hello_is_a_cipher_mismatch_in_check_cert() {
+    init_crypto();
+    let (addr, hellos) = alert_server().await;
+    let url = format!("https://cipher.test:{}/", addr.port());
+    let (code, out) = check_cert_bin(&[&url, "--resolve", "cipher.test=127.0.0.1"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("FAIL "))
+        .unwrap_or_else(|| panic!("no FAIL line:\n{out}"));
+    assert!(line.starts_with("FAIL cipher "), "{out}");
+    assert!(
+        line.ends_with("[-113 ERR_SSL_VERSION_OR_CIPHER_MISMATCH]"),
+        "{out}"
+    );
+    assert!(line.contains("no forward-secret cipher"), "{out}");
+    assert!(out.contains("fix: enable ECDHE cipher suites"), "{out}");
+    assert!(
+        !out.contains("tls-version"),
+        "not a version failure:\n{out}"
+    );
+    assert!(hellos.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    // The same through the library, and as JSON.
+    let report = check_cert(&CheckCertOptions {
+        url: url.clone(),
+        trust: vec![],
+        resolve: vec![("cipher.test".into(), addr)],
+    })
+    .await
+    .unwrap();
+    assert!(!report.passed());
+    let failing: Vec<_> = report.checks.iter().filter(|c| !c.passed).collect();
+    assert_eq!(failing.len(), 1, "{}", report.render_text());
+    assert_eq!(
+        (failing[0].name, failing[0].error),
+        ("cipher", Some(CIPHER_MISMATCH))
+    );
+    let json: serde_json::Value = serde_json::from_str(&report.render_json()).unwrap();
+    assert_eq!(json["checks"][0]["name"], "cipher");
+}
+
+#[tokio::test]
+async fn the_proxy_refuses_a_server_with_no_common_cipher_with_err_ssl_version_or_cipher_mismatch()
+{
+    init_crypto();
+    let pki = Pki::new();
+    let (alert_addr, hellos) = alert_server().await;
+    // A real one: openssl offering TLS 1.2 with RSA key exchange only.
+    let d = pki.dir.path();
+    assert!(openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "rsakx.key",
+            "-out",
+            "rsakx.pem",
+            "-subj",
+            "/CN=rsakx.test",
+            "-days",
+            "30",
+            "-addext",
+            "subjectAltName=DNS:rsakx.test",
+        ]
+    ));
+    let rsakx = openssl_server(
+        d,
+        &[
+            "-cert",
+            "rsakx.pem",
+            "-key",
+            "rsakx.key",
+            "-tls1_2",
+            "-cipher",
+            "AES128-SHA256",
+        ],
+    )
+    .await;
+    // check-cert names the openssl one a cipher failure too.
+    let report = check_cert(&CheckCertOptions {
+        url: "https://rsakx.test/".into(),
+        trust: vec![d.join("rsakx.pem")],
+        resolve: vec![("rsakx.test".into(), rsakx.addr)],
+    })
+    .await
+    .unwrap();
+    let line = report.checks.iter().find(|c| !c.passed).unwrap();
+    assert_eq!(
+        (line.name, line.error),
+        ("cipher", Some(CIPHER_MISMATCH)),
+        "{}",
+        report.render_text()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let map = vec![
+        ("cipher.test", alert_addr.to_string()),
+        ("rsakx.test", rsakx.addr.to_string()),
+    ];
+    let apps = format!(
+        "apps:\n  - appid: {APPID}\n    domains:\n      request: [https://cipher.test, https://rsakx.test]\n"
+    );
+    let yaml = base_yaml(dir.path(), &pki.root_path(), &map, &apps);
+    let proxy = start_proxy_yaml(yaml, dir, &TestCa::new("unused")).await;
+    let c = client_builder(&proxy).http1_only().build().unwrap();
+    // `cipher.test.` (a trailing dot) is mapped like `cipher.test`.
+    for url in [
+        "https://cipher.test/",
+        "https://cipher.test./",
+        "https://rsakx.test/",
+    ] {
+        let r = c.get(url).send().await.unwrap();
+        let (status, errno, errmsg, rule, body) = refusal_of(r).await;
+        assert_eq!(
+            (status, errno.as_str(), rule.as_str()),
+            (502, "600001", "tls"),
+            "{url}: {body}"
+        );
+        assert_eq!(
+            errmsg, "request:fail -113:net::ERR_SSL_VERSION_OR_CIPHER_MISMATCH",
+            "{url}: {body}"
+        );
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("cipher check failed") && detail.contains("ECDHE"),
+            "{url}: {detail}"
+        );
+    }
+    assert!(hellos.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+}
+
+// --- Item 15: the CA files ---
+
+/// `wxsandbox ca --dir DIR` under `umask`, (bounded by the command's own work): exit code, output.
+fn ca_bin(dir: &Path, umask: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask}; exec \"$0\" ca --dir \"$1\""))
+        .arg(env!("CARGO_BIN_EXE_wxsandbox"))
+        .arg(dir)
+        .env_remove("WXSANDBOX_CA_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn ca_makes_a_0700_directory_under_umask_000_and_warns_about_an_open_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("new").join("sub");
+    let (code, out) = ca_bin(&dir, "000");
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(mode(&tmp.path().join("new")), 0o700, "{out}");
+    assert_eq!(mode(&dir), 0o700, "{out}");
+    let key = dir.join("wxsandbox-ca.key");
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(mode(&dir.join("wxsandbox-ca.pem")) & 0o022, 0, "{out}");
+    assert!(out.contains(&format!("{} (0600)", key.display())), "{out}");
+    assert!(!out.contains("warning"), "{out}");
+
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let (code, out) = ca_bin(&dir, "022");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("{} (0644)", key.display())), "{out}");
+    assert!(!out.contains("(0600)"), "{out}");
+    let warning = out
+        .lines()
+        .find(|l| l.starts_with("warning:"))
+        .unwrap_or_else(|| panic!("no warning line:\n{out}"));
+    assert!(
+        warning.contains("group or others can read it")
+            && warning.contains(&format!("chmod 600 {}", key.display())),
+        "{out}"
+    );
+    assert_eq!(mode(&key), 0o644, "the user's file is not chmod-ed");
+}
+
+#[test]
+fn ca_refuses_an_rsa_1024_ca_as_too_small() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    assert!(openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:1024",
+            "-nodes",
+            "-keyout",
+            "wxsandbox-ca.key",
+            "-out",
+            "wxsandbox-ca.pem",
+            "-subj",
+            "/CN=Old CA",
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ]
+    ));
+    let (code, out) = ca_bin(d, "022");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("too small") && out.contains("RSA 1024") && out.contains("2048"),
+        "{out}"
+    );
+}

@@ -99,3 +99,45 @@ async fn curl_get_and_post_with_expect_100_continue() {
     let (code, _, _) = curl(&["-sS", "-x", &proxy_url, &format!("https://{API_HOST}/")]).await;
     assert_ne!(code, 0);
 }
+
+/// Refusal styles with a real client: in `fail` style a refused call inside the tunnel makes
+/// curl fail (non-zero exit, over HTTP/1.1 and HTTP/2); `X-Wxsandbox-Refusal: answer` gets
+/// the HTTP answer (curl exits 0 and prints the JSON).
+#[tokio::test]
+async fn curl_fails_on_a_refused_call_in_fail_style() {
+    let apps = format!(
+        "sandbox: {{refusal: fail}}\napps:\n  - appid: {APPID}\n    domains: {{request: [https://{API_HOST}]}}\n"
+    );
+    let (proxy, backend, _ca) = setup(Some(apps)).await;
+    assert_eq!(set_phase(&proxy, APPID, "background", None).await, 200);
+    let ca = proxy.ca_dir().join("wxsandbox-ca.pem");
+    let ca = ca.to_str().unwrap();
+    let proxy_url = proxy.proxy_url();
+    let url = format!("https://{API_HOST}/refused");
+    for version in ["--http1.1", "--http2"] {
+        let (code, body, err) =
+            curl(&["-sS", "-x", &proxy_url, "--cacert", ca, version, &url]).await;
+        assert_ne!(code, 0, "{version}: curl must fail: {err}");
+        assert!(body.is_empty(), "{version}: no response: {body:?}");
+    }
+    let (code, body, err) = curl(&[
+        "-sS",
+        "-x",
+        &proxy_url,
+        "--cacert",
+        ca,
+        "-H",
+        "X-Wxsandbox-Refusal: answer",
+        &url,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["errMsg"], "request:fail interrupted");
+    assert_eq!(backend.count(), 0);
+    assert_eq!(
+        records_for(&proxy, "/refused").await.len(),
+        3,
+        "one record per call"
+    );
+}

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -436,7 +438,8 @@ async fn a_mini_program_folder_is_imported() {
     );
     let proxy = start_proxy_yaml(yaml, dir, &ca).await;
     assert_eq!(
-        proxy.running.shared.config.apps[0].appid, APPID,
+        proxy.running.shared.config().apps[0].appid,
+        APPID,
         "project.private.config.json wins"
     );
     let r = client(&proxy).get(api("/slow/2000")).send().await.unwrap();
@@ -447,4 +450,130 @@ async fn a_mini_program_folder_is_imported() {
         "app.json networkTimeout applies"
     );
     assert_eq!(body["appid"], APPID);
+}
+
+/// The instance's calls over time: in flight, and the latest record of `needle`.
+async fn settled(proxy: &TestProxy, needle: &str, outcome: &str) -> bool {
+    let records = records_for(proxy, needle).await;
+    http_in_flight(proxy).await == 0 && records.len() == 1 && records[0]["outcome"] == outcome
+}
+
+/// Deadlines 1: an HTTP/1.1 client that stops reading a 20 MiB response is cut at its
+/// `X-Wxsandbox-Timeout` (2 s) on the proxy's own clock: within 3 s the slot is free, the call
+/// recorded `timeout`, and the next call from that address is served at once.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_at_its_deadline_http1() {
+    let apps = format!(
+        "apps:\n  - appid: {APPID}\n    domains: {{request: [https://{API_HOST}]}}\n    limits: {{requests: 1}}\n"
+    );
+    let (proxy, _backend, _ca) = setup(Some(apps)).await;
+    let mut tls = tls_via_tunnel(&proxy, API_HOST, "").await;
+    tls.write_all(
+        format!("GET /bytes/20971520?stalled HTTP/1.1\r\nHost: {API_HOST}\r\nX-Wxsandbox-Timeout: 2000\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut first = [0u8; 1024];
+    let n = tls.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    // The client reads nothing more.
+    let started = tokio::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(3), || settled(
+            &proxy, "stalled", "timeout"
+        ))
+        .await,
+        "{:?}",
+        records_for(&proxy, "stalled").await
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "not before the deadline"
+    );
+    let r = client(&proxy)
+        .get(format!("https://{API_HOST}/next"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(tls);
+}
+
+/// Deadlines 1, HTTP/2: a client with a zero stream window is cut at the deadline as well; its
+/// stream is reset and the connection's other calls go on.
+#[tokio::test]
+async fn a_client_with_a_zero_window_is_cut_at_its_deadline_http2() {
+    let apps = format!(
+        "apps:\n  - appid: {APPID}\n    domains: {{request: [https://{API_HOST}]}}\n    limits: {{requests: 1}}\n"
+    );
+    let (proxy, _backend, _ca) = setup(Some(apps)).await;
+    let mut h2 = h2_via_tunnel(&proxy, API_HOST, Some(0)).await;
+    let req = http::Request::get(format!("https://{API_HOST}/bytes/20971520?zero-window"))
+        .header("x-wxsandbox-timeout", "2000")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        eventually(Duration::from_secs(3), || settled(
+            &proxy,
+            "zero-window",
+            "timeout"
+        ))
+        .await,
+        "{:?}",
+        records_for(&proxy, "zero-window").await
+    );
+    let r = client(&proxy)
+        .get(format!("https://{API_HOST}/next"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The stalled stream was reset: its body ends with an error, not a truncated success.
+    let body = tokio::time::timeout(Duration::from_secs(3), resp.into_body().collect()).await;
+    assert!(
+        matches!(body, Ok(Err(_))),
+        "the stalled stream ends with an error"
+    );
+    assert!(!h2.is_closed(), "only the stream ends, not the connection");
+}
+
+/// Deadlines 1, background: a phone whose app went to the background is a client that stops
+/// reading; the cut still comes `background_grace_ms` after the event.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_interrupted_after_the_background_grace() {
+    let apps = format!(
+        "apps:\n  - appid: {APPID}\n    domains: {{request: [https://{API_HOST}]}}\n    limits: {{requests: 1, background_grace_ms: 300}}\n"
+    );
+    let (proxy, _backend, _ca) = setup(Some(apps)).await;
+    let mut h2 = h2_via_tunnel(&proxy, API_HOST, Some(0)).await;
+    let req = http::Request::get(format!("https://{API_HOST}/bytes/20971520?backgrounded"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(set_phase(&proxy, APPID, "background", None).await, 200);
+    assert!(
+        eventually(Duration::from_secs(3), || settled(
+            &proxy,
+            "backgrounded",
+            "interrupted"
+        ))
+        .await,
+        "{:?}",
+        records_for(&proxy, "backgrounded").await
+    );
+    assert_eq!(set_phase(&proxy, APPID, "foreground", None).await, 200);
+    let r = client(&proxy)
+        .get(format!("https://{API_HOST}/next"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(resp);
 }

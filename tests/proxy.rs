@@ -417,3 +417,297 @@ async fn shutdown_drains_and_stops_accepting() {
     );
     assert!(TcpStream::connect(proxy.running.proxy_addr).await.is_err());
 }
+
+/// Hardening 3 and deadlines 2: a tunnel or connection that never speaks, or stops speaking,
+/// is closed at its deadline (head timeout 500 ms, idle 1 s): no descriptor is pinned.
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed_at_their_deadlines() {
+    let (proxy, _backend, _ca) =
+        setup_with("header_timeout_ms: 500, idle_timeout_ms: 1000", None).await;
+    let addr = proxy.running.proxy_addr;
+    let limit = Duration::from_secs(3);
+    // Nothing at all.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut s, limit).await,
+        "silent plain connection"
+    );
+    // CONNECT, then one TLS handshake byte and silence.
+    let (mut s, head) = connect_tunnel(addr, &format!("{API_HOST}:443"), "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s.write_all(&[0x16]).await.unwrap();
+    assert!(closed_within(&mut s, limit).await, "one 0x16 byte");
+    // A complete TLS handshake, then silence (HTTP/1.1 and HTTP/2 by ALPN).
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let (tcp, _) = connect_tunnel(addr, &format!("{API_HOST}:443"), "").await;
+        let mut tls = tokio_rustls::TlsConnector::from(tls_client(&proxy.ca_pem, &[alpn]))
+            .connect(API_HOST.try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        assert!(
+            closed_within(&mut tls, limit).await,
+            "TLS then silence ({alpn:?})"
+        );
+    }
+    // HTTP/2: the preface and SETTINGS, then nothing.
+    let sender = h2_via_tunnel(&proxy, API_HOST, None).await;
+    assert!(
+        eventually(limit, || async { sender.is_closed() }).await,
+        "h2 without a request"
+    );
+    // Idle keep-alive after a request, HTTP/1.1 and HTTP/2.
+    let mut tls = tls_via_tunnel(&proxy, API_HOST, "").await;
+    tls.write_all(format!("GET / HTTP/1.1\r\nHost: {API_HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tls.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(
+        closed_within(&mut tls, Duration::from_secs(2)).await,
+        "idle HTTP/1.1"
+    );
+    let mut h2 = h2_via_tunnel(&proxy, API_HOST, None).await;
+    let req = http::Request::get(format!("https://{API_HOST}/"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || async { h2.is_closed() }).await,
+        "idle HTTP/2"
+    );
+}
+
+/// Deadlines 2: with `max_connections: 50`, the 51st client is refused at accept while the 50
+/// are served, and a new client is served once one of them closes.
+#[tokio::test]
+async fn the_connection_cap_refuses_the_excess_and_recovers() {
+    let (proxy, _backend, _ca) = setup_with("max_connections: 50", None).await;
+    let addr = proxy.running.proxy_addr;
+    let ask = b"GET http://wxsandbox.cert/ca.pem HTTP/1.1\r\nHost: wxsandbox.cert\r\n\r\n";
+    let mut open = Vec::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(ask).await.unwrap();
+        let (head, _) = read_response(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        open.push(s);
+    }
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let head = read_head(&mut extra).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "the 51st: {head}");
+    assert!(closed_within(&mut extra, Duration::from_secs(3)).await);
+    // The 50 are still served.
+    let first = &mut open[0];
+    first.write_all(ask).await.unwrap();
+    let (head, _) = read_response(first).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // One leaves: a new client is served.
+    drop(open.pop());
+    let served = eventually(Duration::from_secs(5), || async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(ask).await.unwrap();
+        read_head(&mut s).await.starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert!(served, "a new client once a slot is free");
+}
+
+/// Hardening 6 and deadlines 3: one head limit (64 KiB) everywhere, answered with the JSON
+/// refusal (431) and recorded; over HTTP/2 only the offending stream ends.
+#[tokio::test]
+async fn heads_over_64_kib_get_431_with_the_refusal_everywhere() {
+    let (proxy, _backend, _ca) = setup(None).await;
+    let addr = proxy.running.proxy_addr;
+    let big = "b".repeat(100 * 1024);
+    let check = |head: &str, body: &str, what: &str| {
+        assert!(head.starts_with("HTTP/1.1 431"), "{what}: {head}");
+        assert_eq!(
+            head_header(head, "x-wxsandbox-errno"),
+            Some("600009"),
+            "{what}"
+        );
+        assert_eq!(
+            head_header(head, "x-wxsandbox-rule"),
+            Some("invalid-url"),
+            "{what}"
+        );
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(json["errMsg"]
+            .as_str()
+            .unwrap()
+            .ends_with(":fail request header too large"));
+    };
+    // Outer: a CONNECT, and an absolute-form request.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("CONNECT {API_HOST}:443 HTTP/1.1\r\nX-Big: {big}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut s).await;
+    check(&head, &body, "CONNECT");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET http://{API_HOST}/ HTTP/1.1\r\nHost: {API_HOST}\r\nX-Big: {big}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (head, body) = read_response(&mut s).await;
+    check(&head, &body, "absolute-form");
+    // Inside a tunnel, HTTP/1.1.
+    let mut tls = tls_via_tunnel(&proxy, API_HOST, "").await;
+    tls.write_all(
+        format!("GET /inner HTTP/1.1\r\nHost: {API_HOST}\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = tls.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if raw.windows(4).any(|w| w == b"\r\n\r\n") && raw.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    check(head, body, "inner HTTP/1.1");
+    // Inside a tunnel, HTTP/2: a 20 KB head passes, a 100 KB head is refused on its stream
+    // only, and a call on the same connection completes.
+    let mut h2 = h2_via_tunnel(&proxy, API_HOST, None).await;
+    let get = |path: &str, size: usize| {
+        http::Request::get(format!("https://{API_HOST}{path}"))
+            .header("x-big", "c".repeat(size))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let ok = h2.send_request(get("/h2-20k", 20 * 1024)).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let refused = h2.send_request(get("/h2-100k", 100 * 1024)).await.unwrap();
+    assert_eq!(refused.status(), 431);
+    assert_eq!(refused.headers()["x-wxsandbox-rule"], "invalid-url");
+    let after = h2.send_request(get("/h2-after", 10)).await.unwrap();
+    assert_eq!(after.status(), 200);
+    for needle in ["/inner", "/h2-100k"] {
+        let records = records_for(&proxy, needle).await;
+        assert_eq!(records.len(), 1, "{needle}: {records:?}");
+        assert_eq!(records[0]["status"], 431, "{needle}");
+    }
+}
+
+/// Hardening 8: a call whose response was delivered in full is `ok` over HTTP/1.1 too, with
+/// keep-alive or not, for every size.
+#[tokio::test]
+async fn completed_http1_calls_are_recorded_ok() {
+    let (proxy, _backend, _ca) = setup(None).await;
+    let h1 = client_builder(&proxy).http1_only().build().unwrap();
+    let sizes = [0usize, 1, 1024, 70_000, 1 << 20];
+    for (i, n) in sizes.iter().enumerate() {
+        let r = h1
+            .get(format!("https://{API_HOST}/bytes/{n}?i={i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.bytes().await.unwrap().len(), *n);
+    }
+    let r = h1
+        .head(format!("https://{API_HOST}/bytes/5?head"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, _) = get_via_tunnel(&proxy, API_HOST, "/?close", "").await;
+    assert_eq!(status, 200);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            let records = records_for(&proxy, API_HOST).await;
+            records.len() == sizes.len() + 2 && records.iter().all(|r| r["outcome"] == "ok")
+        })
+        .await,
+        "{:?}",
+        records_for(&proxy, API_HOST).await
+    );
+}
+
+/// Hardening 9: a client's own broken chunked body is a 400 from the proxy, the client's
+/// fault: not an upstream error, not a refusal for --fail-on-refusal.
+#[tokio::test]
+async fn a_broken_chunked_body_is_the_clients_fault() {
+    let (proxy, _backend, _ca) = setup(None).await;
+    let mut tls = tls_via_tunnel(&proxy, API_HOST, "").await;
+    tls.write_all(
+        format!("POST /echo HTTP/1.1\r\nHost: {API_HOST}\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\nxx\r\n0\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .map_or(0, |r| r.unwrap_or(0));
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        text.starts_with("HTTP/1.1 400"),
+        "a 400 from the proxy: {text}"
+    );
+    assert!(text.contains("client-error"), "{text}");
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            !records_for(&proxy, "/echo").await.is_empty()
+        })
+        .await
+    );
+    let record = &records_for(&proxy, "/echo").await[0];
+    assert_ne!(record["outcome"], "upstream_error", "{record}");
+    assert_eq!(record["rule"], "client-error", "{record}");
+    assert_eq!(proxy.running.shared.refused_total(), 0);
+}
+
+/// Hardening 10: a refused upload is answered while the client is still sending its body: the
+/// rest is read and discarded (bounded), so the client reads the 403 instead of a reset.
+#[tokio::test]
+async fn a_refused_upload_is_read_to_the_end_and_answered() {
+    let apps =
+        format!("apps:\n  - appid: {APPID}\n    domains: {{request: [https://{API_HOST}]}}\n");
+    let (proxy, backend, _ca) = setup(Some(apps)).await;
+    let mut tls = tls_via_tunnel(&proxy, API_HOST, "").await;
+    let body = vec![b'u'; 1 << 20];
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {API_HOST}\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), tls.write_all(&body))
+        .await
+        .expect("the proxy keeps reading")
+        .expect("no reset while sending");
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = tls.read(&mut buf).await {
+            if n == 0 || raw.ends_with(b"\r\n0\r\n\r\n") {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if raw.ends_with(b"\r\n0\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(
+        text.contains("uploadFile:fail url not in domain list"),
+        "{text}"
+    );
+    assert_eq!(backend.count(), 0);
+}

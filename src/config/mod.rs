@@ -6,9 +6,13 @@
 //!
 //! This module does no network I/O; it reads the config file and, for `project:`, the mini
 //! program's `project.config.json`, `project.private.config.json` and `app.json`/`game.json`.
+//! Every one of those reads is bounded ([`read_bounded`]): regular files only (a FIFO is never
+//! opened), at most [`MAX_FILE_BYTES`], and nesting deeper than [`MAX_DEPTH`] is refused before
+//! serde sees the text.
 
+use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -25,6 +29,19 @@ pub use validate::{normalize_host, parse_entry, ListKind, FORBIDDEN_HOST};
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/wxsandbox.yaml");
 /// Where `run` looks for the config when no `-c` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/wxsandbox.yaml";
+
+/// Largest file the config loader reads: the config itself and every project file. A full
+/// config (a few apps, 200 entries a list) is tens of KiB.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// [`MAX_FILE_BYTES`] as messages name it.
+pub const MAX_FILE_TEXT: &str = "4 MiB";
+/// Deepest nesting of sequences and mappings (block or flow, YAML or JSON) the loader accepts.
+/// The deepest config path is 4 levels (`apps[0].domains.request[0]`), a project's `app.json`
+/// rarely more than 5.
+pub const MAX_DEPTH: usize = 32;
+
+/// Rules of the findings that say the config file itself could not be read.
+const UNREADABLE_RULES: [&str; 3] = ["io", "not-a-file", "too-large"];
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -44,6 +61,50 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     /// Connections from outside these networks are closed at accept.
     pub clients: Vec<IpNet>,
+    /// A client connection with no call in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// Time for a TLS handshake, the first request and every request head.
+    pub header_timeout: Duration,
+    /// Client connections open at once; the excess is refused at accept.
+    pub max_connections: usize,
+}
+
+/// Default of `proxy.idle_timeout_ms` (as browsers and nginx).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of `proxy.header_timeout_ms`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `proxy.max_connections` (lowered at start to fit the descriptor limit).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// How a refused call ends (SPEC section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefusalStyle {
+    /// `answer` when the call carries any `X-Wxsandbox-*` header, `fail` otherwise.
+    #[default]
+    Auto,
+    /// The call fails at the transport, as on the platform.
+    Fail,
+    /// An HTTP answer with the refusal's status, headers and JSON body.
+    Answer,
+}
+
+impl RefusalStyle {
+    pub fn parse(text: &str) -> Option<RefusalStyle> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(RefusalStyle::Auto),
+            "fail" => Some(RefusalStyle::Fail),
+            "answer" => Some(RefusalStyle::Answer),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalStyle::Auto => "auto",
+            RefusalStyle::Fail => "fail",
+            RefusalStyle::Answer => "answer",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +119,7 @@ pub struct CaConfig {
     pub dir: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     /// Extra PEM CA files trusted for upstream servers (system roots are always trusted).
     pub trust: Vec<PathBuf>,
@@ -82,6 +143,8 @@ pub struct SandboxConfig {
     pub skip_domain_check: bool,
     /// Prefix length of the LAN rule's subnet around the client's IPv4 address.
     pub lan_prefix: u8,
+    /// How refused calls end, unless the app or the call says otherwise.
+    pub refusal: RefusalStyle,
 }
 
 /// One mini program.
@@ -98,6 +161,10 @@ pub struct AppConfig {
     pub domains: DomainLists,
     pub business_domains: Vec<String>,
     pub limits: Limits,
+    /// Overrides `sandbox.refusal` for this app.
+    pub refusal: Option<RefusalStyle>,
+    /// `https://servicewechat.com/{appid}/{version}/page-frame.html`, built once.
+    pub referer: http::HeaderValue,
 }
 
 /// `networkTimeout` per API; `None` means the platform default (60 s).
@@ -224,6 +291,124 @@ pub struct ConfigError {
     pub findings: Vec<Finding>,
 }
 
+impl ConfigError {
+    /// The config file itself could not be read (missing, not a regular file, over
+    /// [`MAX_FILE_BYTES`]): nothing in it was judged.
+    pub fn is_unreadable(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|f| UNREADABLE_RULES.contains(&f.rule))
+    }
+}
+
+/// Why a file was not read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Io(std::io::Error),
+    /// What it is instead: `FIFO`, `directory`, ...
+    NotRegular(&'static str),
+    /// Its length when known from the metadata; `None` when it grew past the limit while read.
+    TooLarge(Option<u64>),
+}
+
+impl ReadError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+
+    /// The rule of a finding about the config file.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            ReadError::Io(_) => "io",
+            ReadError::NotRegular(_) => "not-a-file",
+            ReadError::TooLarge(_) => "too-large",
+        }
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::NotRegular(kind) => write!(
+                f,
+                "not a regular file but a {kind}: wxsandbox reads its config and project files \
+                 only from regular files (a symlink to one is fine)"
+            ),
+            ReadError::TooLarge(Some(len)) => write!(
+                f,
+                "{len} bytes: over the {MAX_FILE_TEXT} limit of a file wxsandbox reads"
+            ),
+            ReadError::TooLarge(None) => write!(
+                f,
+                "over the {MAX_FILE_TEXT} limit of a file wxsandbox reads (it grew while being read)"
+            ),
+        }
+    }
+}
+
+/// What a non-regular file is, for messages.
+fn file_kind(file_type: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "FIFO (named pipe)";
+        }
+        if file_type.is_char_device() {
+            return "character device";
+        }
+        if file_type.is_block_device() {
+            return "block device";
+        }
+        if file_type.is_socket() {
+            return "socket";
+        }
+    }
+    if file_type.is_dir() {
+        "directory"
+    } else {
+        "special file"
+    }
+}
+
+/// Read a text file the config loader needs, bounded: symlinks are followed, then anything
+/// but a regular file is refused without being opened (a FIFO would block the open, a device
+/// like `/dev/zero` never ends), and so is a file over [`MAX_FILE_BYTES`], by its metadata and
+/// again while reading (a file growing underneath can't pass).
+///
+/// # Errors
+/// I/O errors (`NotFound` among them), not a regular file, too large, not UTF-8.
+pub(crate) fn read_bounded(path: &Path) -> Result<String, ReadError> {
+    let meta = std::fs::metadata(path).map_err(ReadError::Io)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(file_kind(meta.file_type())));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge(Some(meta.len())));
+    }
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    // The name may point elsewhere by now: look at what was actually opened.
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(file_kind(meta.file_type())));
+    }
+    let capacity = usize::try_from(meta.len().min(MAX_FILE_BYTES)).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(capacity.saturating_add(1));
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge(None));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        ReadError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
+    })
+}
+
 fn display_findings(findings: &[Finding]) -> String {
     findings
         .iter()
@@ -239,12 +424,12 @@ impl Config {
     /// Every finding of the validation, each with file and line.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let text = read_bounded(path).map_err(|e| ConfigError {
             findings: vec![Finding {
                 file: file.clone(),
                 line: None,
                 entry: file.clone(),
-                rule: "io",
+                rule: e.rule(),
                 message: e.to_string(),
             }],
         })?;
@@ -275,22 +460,14 @@ impl Config {
     /// Paths in a config (`ca.dir`, `upstream.trust`, `project:`) are relative to the working
     /// directory, as on the command line.
     fn parse(text: &str, source: &str, base: &std::path::Path) -> Result<Config, ConfigError> {
-        let raw = raw::parse(text).map_err(|(message, line)| {
-            let rule = if message.contains("unknown field") {
-                "unknown-key"
-            } else {
-                "syntax"
-            };
-            let entry = message.split('`').nth(1).unwrap_or("").to_owned();
-            ConfigError {
-                findings: vec![Finding {
-                    file: source.to_owned(),
-                    line,
-                    entry,
-                    rule,
-                    message,
-                }],
-            }
+        let raw = raw::parse(text).map_err(|e| ConfigError {
+            findings: vec![Finding {
+                file: source.to_owned(),
+                line: e.line,
+                entry: e.entry,
+                rule: e.rule,
+                message: e.message,
+            }],
         })?;
         validate::validate(raw, text, source, base).map_err(|findings| ConfigError { findings })
     }

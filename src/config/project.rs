@@ -2,12 +2,17 @@
 //! `project.private.config.json`; `networkTimeout` from `app.json` (or `game.json` for a mini
 //! game), under `miniprogramRoot` when the project sets one. Values written in the wxsandbox
 //! config win over these (the caller merges).
+//!
+//! Each file is read with [`read_bounded`] and pre-scanned for nesting deeper than
+//! [`MAX_DEPTH`] before serde_json sees it.
 
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::raw::RawTimeouts;
+use super::{read_bounded, MAX_DEPTH};
 
 /// What a project folder says.
 #[derive(Debug, Default)]
@@ -43,28 +48,14 @@ struct RawTimeoutsJson {
 /// # Errors
 /// A file that exists but can't be read or parsed, or no `project.config.json`.
 pub fn import(dir: &Path) -> Result<Imported, String> {
-    let read = |name: &str| -> Result<Option<String>, String> {
-        let path = dir.join(name);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        }
-    };
-    let parse = |name: &str, text: &str| -> Result<ProjectConfig, String> {
-        serde_json::from_str(text).map_err(|e| format!("{}: {e}", dir.join(name).display()))
-    };
-    let Some(public) = read("project.config.json")? else {
+    let Some(public) = read_json::<ProjectConfig>(&dir.join("project.config.json"))? else {
         return Err(format!(
             "{} has no project.config.json: is it a mini program folder?",
             dir.display()
         ));
     };
-    let public = parse("project.config.json", &public)?;
-    let private = match read("project.private.config.json")? {
-        Some(text) => parse("project.private.config.json", &text)?,
-        None => ProjectConfig::default(),
-    };
+    let private =
+        read_json::<ProjectConfig>(&dir.join("project.private.config.json"))?.unwrap_or_default();
     let root = private
         .miniprogram_root
         .or(public.miniprogram_root)
@@ -72,10 +63,7 @@ pub fn import(dir: &Path) -> Result<Imported, String> {
     let app_dir = dir.join(root);
     let mut timeouts = None;
     for name in ["app.json", "game.json"] {
-        let path = app_dir.join(name);
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            let app: AppJson =
-                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(app) = read_json::<AppJson>(&app_dir.join(name))? {
             timeouts = app.network_timeout;
             break;
         }
@@ -90,4 +78,78 @@ pub fn import(dir: &Path) -> Result<Imported, String> {
             download_file: t.download_file,
         },
     })
+}
+
+/// Read and parse one project file; `None` when it does not exist.
+///
+/// # Errors
+/// Not a regular file, over the size limit, unreadable, nested too deep, not the JSON expected;
+/// each message names the file.
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, String> {
+    let text = match read_bounded(path) {
+        Ok(text) => text,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if let Some(line) = too_deep(&text) {
+        return Err(format!(
+            "{}: arrays and objects nested deeper than {MAX_DEPTH} levels at line {line}; \
+             no project file needs that",
+            path.display()
+        ));
+    }
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The 1-based line where JSON text first nests deeper than [`MAX_DEPTH`], if it does. A
+/// linear pre-scan: brackets inside strings don't count; malformed text is serde_json's to
+/// report.
+fn too_deep(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut line = 1usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in text.bytes() {
+        if b == b'\n' {
+            line += 1;
+        }
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(line);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_json_depth_is_counted_outside_strings() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert_eq!(too_deep(&ok), None);
+        let deep = format!("{{\n\"a\":\n{}", "[".repeat(MAX_DEPTH));
+        assert_eq!(too_deep(&deep), Some(3));
+        let quoted = format!("{{\"a\": \"{}\\\"{}\"}}", "[".repeat(100), "{".repeat(100));
+        assert_eq!(too_deep(&quoted), None);
+    }
 }

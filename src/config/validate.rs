@@ -2,16 +2,19 @@
 //! with the file, the line of the offending entry, the entry and the rule; all of them are
 //! collected, not just the first.
 //!
-//! Lines are found in the text itself: the entry is searched from the line where its app (or
-//! top-level key) starts, which is right for block and flow YAML alike.
+//! Each finding names the key path of what it is about (`apps[0].domains.request[3]`); its
+//! line is where the YAML parser met that node ([`raw::locate`]), never a text search, so a
+//! key name or an entry written twice can't point at the wrong place.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::raw::{RawApp, RawConfig, RawTimeouts};
+use super::raw::{self, KeyPath, RawApp, RawConfig, RawTimeouts, Seg};
 use super::{
     project, AppConfig, CaConfig, Config, ControlConfig, DomainLists, Finding, Limits, MapTarget,
     NetworkTimeout, Origin, Overflow, ProxyConfig, SandboxConfig, Scheme, UpstreamConfig,
@@ -36,87 +39,74 @@ const DEFAULT_CLIENTS: [&str; 7] = [
     "fe80::/10",
 ];
 
-/// Where an entry is looked for, and the findings so far.
+/// `base` followed by `rest`.
+fn join(base: &[Seg], rest: &[Seg]) -> KeyPath {
+    base.iter().chain(rest).cloned().collect()
+}
+
+fn key(k: &'static str) -> Seg {
+    Seg::Key(Cow::Borrowed(k))
+}
+
+/// The findings so far, each with the key path its line is taken from.
 pub(super) struct Checker<'a> {
     file: &'a str,
-    lines: Vec<&'a str>,
-    /// 0-based line where each app's list item starts.
-    app_starts: Vec<usize>,
-    pub findings: Vec<Finding>,
+    /// Finding, its path, and whether the line is that of the entry's value.
+    pending: Vec<(Finding, KeyPath, bool)>,
 }
 
 impl<'a> Checker<'a> {
-    pub fn new(file: &'a str, text: &'a str) -> Self {
-        let lines: Vec<&str> = text.lines().collect();
-        let app_starts = app_starts(&lines);
+    pub fn new(file: &'a str) -> Self {
         Checker {
             file,
-            lines,
-            app_starts,
-            findings: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
-    /// 1-based line of the first line at or after `from` (0-based) containing `needle`.
-    fn line_of(&self, needle: &str, from: usize) -> Option<usize> {
-        self.lines
-            .iter()
-            .enumerate()
-            .skip(from)
-            .find(|(_, l)| !needle.is_empty() && l.contains(needle))
-            .map(|(i, _)| i + 1)
+    fn push(&mut self, at: KeyPath, value: bool, entry: &str, rule: &'static str, message: String) {
+        self.pending.push((
+            Finding {
+                file: self.file.to_owned(),
+                line: None,
+                entry: entry.to_owned(),
+                rule,
+                message,
+            },
+            at,
+            value,
+        ));
     }
 
-    fn app_from(&self, app: Option<usize>) -> usize {
-        app.and_then(|i| self.app_starts.get(i).copied())
-            .unwrap_or(0)
+    /// Record a finding about the node at `at`: a sequence item, or a mapping entry (the line
+    /// of its key).
+    pub fn find(&mut self, at: KeyPath, entry: &str, rule: &'static str, message: String) {
+        self.push(at, false, entry, rule, message);
     }
 
-    /// Record a finding for `entry`, located from the start of app `app` (or the file).
-    pub fn find(
-        &mut self,
-        app: Option<usize>,
-        needle: &str,
-        entry: &str,
-        rule: &'static str,
-        message: String,
-    ) {
-        let from = self.app_from(app);
-        let line = self.line_of(needle, from).or_else(|| app.map(|_| from + 1));
-        self.findings.push(Finding {
-            file: self.file.to_owned(),
-            line,
-            entry: entry.to_owned(),
-            rule,
-            message,
-        });
+    /// Record a finding about the value of the mapping entry at `at` (the line where the value
+    /// starts, which differs from the key's in block style).
+    pub fn find_value(&mut self, at: KeyPath, entry: &str, rule: &'static str, message: String) {
+        self.push(at, true, entry, rule, message);
     }
-}
 
-/// The 0-based lines of the `- ` items directly under `apps:`.
-fn app_starts(lines: &[&str]) -> Vec<usize> {
-    let Some(apps) = lines.iter().position(|l| l.trim_end().starts_with("apps:")) else {
-        return Vec::new();
-    };
-    let mut indent = None;
-    let mut starts = Vec::new();
-    for (i, line) in lines.iter().enumerate().skip(apps + 1) {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let this = line.len() - trimmed.len();
-        if this == 0 && !trimmed.starts_with('-') {
-            break;
-        }
-        if trimmed.starts_with('-') {
-            let item_indent = *indent.get_or_insert(this);
-            if this == item_indent {
-                starts.push(i);
-            }
-        }
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
     }
-    starts
+
+    /// The findings, with their lines located in `text` (one event walk).
+    fn finish(self, text: &str) -> Vec<Finding> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let lines = raw::locate(text, self.pending.iter().map(|(_, p, _)| p.as_slice()));
+        self.pending
+            .into_iter()
+            .map(|(mut finding, path, value)| {
+                finding.line = lines.line(&path, value);
+                finding
+            })
+            .collect()
+    }
 }
 
 /// Validate `raw` (from `text` in `file`, read relative to `base` for `project:`).
@@ -126,27 +116,37 @@ pub(super) fn validate(
     file: &str,
     base: &Path,
 ) -> Result<Config, Vec<Finding>> {
-    let mut c = Checker::new(file, text);
+    let mut c = Checker::new(file);
     let proxy = ProxyConfig {
-        listen: listen(
-            &mut c,
-            "listen:",
-            raw.proxy.listen.as_deref(),
-            "0.0.0.0:8080",
-        ),
+        listen: listen(&mut c, "proxy", raw.proxy.listen.as_deref(), "0.0.0.0:8080"),
         clients: cidrs(
             &mut c,
-            None,
+            &[key("proxy"), key("clients")],
             raw.proxy
                 .clients
                 .unwrap_or_else(|| DEFAULT_CLIENTS.map(String::from).to_vec()),
         ),
+        idle_timeout: raw
+            .proxy
+            .idle_timeout_ms
+            .filter(|ms| *ms > 0)
+            .map_or(super::DEFAULT_IDLE_TIMEOUT, Duration::from_millis),
+        header_timeout: raw
+            .proxy
+            .header_timeout_ms
+            .filter(|ms| *ms > 0)
+            .map_or(super::DEFAULT_HEADER_TIMEOUT, Duration::from_millis),
+        max_connections: raw
+            .proxy
+            .max_connections
+            .filter(|n| *n > 0)
+            .unwrap_or(super::DEFAULT_MAX_CONNECTIONS),
     };
     let control_listen_text = raw.control.listen.clone();
     let control = ControlConfig {
         listen: listen(
             &mut c,
-            "listen:",
+            "control",
             control_listen_text.as_deref(),
             "127.0.0.1:8081",
         ),
@@ -157,10 +157,15 @@ pub(super) fn validate(
     };
     let mut map = Vec::new();
     for (host, to) in raw.upstream.map.unwrap_or_default() {
+        let at = vec![
+            key("upstream"),
+            key("map"),
+            Seg::Key(Cow::Owned(host.clone())),
+        ];
         match (normalize_host(&host), map_target(&to)) {
             (Ok(h), Some(target)) => map.push((h, target)),
-            (Err(e), _) => c.find(None, &host, &host, "map", format!("not a host name: {e}")),
-            (_, None) => c.find(None, &to, &to, "map",
+            (Err(e), _) => c.find(at, &host, "map", format!("not a host name: {e}")),
+            (_, None) => c.find_value(at, &to, "map",
                 "write http://service:port (plain HTTP to it) or service:port (TLS kept, SNI unchanged)".to_owned()),
         }
     }
@@ -171,9 +176,8 @@ pub(super) fn validate(
     };
     let lan_prefix = raw.sandbox.lan_prefix.unwrap_or(24);
     if lan_prefix > 32 {
-        c.find(
-            None,
-            "lan_prefix",
+        c.find_value(
+            vec![key("sandbox"), key("lan_prefix")],
             &lan_prefix.to_string(),
             "lan-prefix",
             "an IPv4 prefix length is 0 to 32".to_owned(),
@@ -182,14 +186,29 @@ pub(super) fn validate(
     let sandbox = SandboxConfig {
         skip_domain_check: raw.sandbox.skip_domain_check.unwrap_or(false),
         lan_prefix,
+        refusal: refusal_style(
+            &mut c,
+            vec![key("sandbox"), key("refusal")],
+            raw.sandbox.refusal.as_deref(),
+        )
+        .unwrap_or_default(),
     };
     let mut apps: Vec<AppConfig> = Vec::new();
     for (i, app) in raw.apps.into_iter().enumerate() {
+        // The appid is written in the config, or comes from the project folder.
+        let appid_at = vec![
+            key("apps"),
+            Seg::Index(i),
+            key(if app.appid.is_some() {
+                "appid"
+            } else {
+                "project"
+            }),
+        ];
         if let Some(app) = validate_app(&mut c, i, app, base) {
             if apps.iter().any(|a| a.appid == app.appid) {
-                c.find(
-                    Some(i),
-                    &app.appid,
+                c.find_value(
+                    appid_at,
                     &app.appid,
                     "duplicate-appid",
                     "this appid is configured twice: merge the two entries".to_owned(),
@@ -198,7 +217,7 @@ pub(super) fn validate(
             apps.push(app);
         }
     }
-    if c.findings.is_empty() {
+    if c.is_empty() {
         Ok(Config {
             source: file.to_owned(),
             proxy,
@@ -209,36 +228,42 @@ pub(super) fn validate(
             apps,
         })
     } else {
-        Err(c.findings)
+        Err(c.finish(text))
     }
 }
 
-fn listen(c: &mut Checker<'_>, key: &str, value: Option<&str>, default: &str) -> SocketAddr {
+/// `section.listen` (`proxy` or `control`).
+fn listen(
+    c: &mut Checker<'_>,
+    section: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> SocketAddr {
     let text = value.unwrap_or(default);
     text.parse().unwrap_or_else(|_| {
-        c.find(
-            None,
-            text,
+        c.find_value(
+            vec![key(section), key("listen")],
             text,
             "listen",
-            format!("{key} wants IP:PORT, e.g. {default}"),
+            format!("listen: wants IP:PORT, e.g. {default}"),
         );
         SocketAddr::from(([127, 0, 0, 1], 0))
     })
 }
 
-fn cidrs(c: &mut Checker<'_>, app: Option<usize>, values: Vec<String>) -> Vec<IpNet> {
+/// The list at `at` (`proxy.clients`, `apps[i].clients`).
+fn cidrs(c: &mut Checker<'_>, at: &[Seg], values: Vec<String>) -> Vec<IpNet> {
     values
         .into_iter()
-        .filter_map(|v| {
+        .enumerate()
+        .filter_map(|(j, v)| {
             let parsed = v
                 .parse::<IpNet>()
                 .ok()
                 .or_else(|| v.parse::<IpAddr>().ok().map(IpNet::from));
             if parsed.is_none() {
                 c.find(
-                    app,
-                    &v,
+                    join(at, &[Seg::Index(j)]),
                     &v,
                     "cidr",
                     "wants a network like 192.168.1.0/24 or an address".to_owned(),
@@ -274,7 +299,8 @@ fn map_target(to: &str) -> Option<MapTarget> {
 }
 
 fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Option<AppConfig> {
-    let at = Some(i);
+    let app = [key("apps"), Seg::Index(i)];
+    let at = |rest: &[Seg]| join(&app, rest);
     let imported = raw.project.as_ref().map(|dir| {
         let dir = if dir.is_absolute() {
             dir.clone()
@@ -296,25 +322,35 @@ fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Opti
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
-            c.find(at, "project", &shown, "project", message);
+            c.find_value(at(&[key("project")]), &shown, "project", message);
         }
         None => {}
     }
     let Some(appid) = appid else {
-        c.find(at, "-", &format!("apps[{i}]"), "appid-format",
+        c.find(at(&[]), &format!("apps[{i}]"), "appid-format",
             "an app needs appid: (wx + 16 hex digits), or project: pointing at a folder with project.config.json".to_owned());
         return None;
     };
+    let appid_at = at(&[key(if raw.appid.is_some() {
+        "appid"
+    } else {
+        "project"
+    })]);
     if !is_appid(&appid) {
-        c.find(at, &appid, &appid, "appid-format",
+        c.find_value(appid_at, &appid, "appid-format",
             "an appid is wx followed by 16 lower-case hex digits (admin console > development settings)".to_owned());
     }
-    let ms = |c: &mut Checker<'_>, name: &str, own: Option<u64>, project: Option<u64>| {
+    let ms = |c: &mut Checker<'_>, name: &'static str, own: Option<u64>, project: Option<u64>| {
         let v = own.or(project)?;
         if v == 0 {
-            c.find(
-                at,
-                name,
+            // Written under network_timeout, or read from the project's app.json.
+            let where_ = if own.is_some() {
+                at(&[key("network_timeout"), key(name)])
+            } else {
+                at(&[key("project")])
+            };
+            c.find_value(
+                where_,
                 &format!("{name}: 0"),
                 "timeout",
                 "a timeout is a positive number of milliseconds".to_owned(),
@@ -340,25 +376,36 @@ fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Opti
         ),
     };
     let d = raw.domains;
+    let domains_at = at(&[key("domains")]);
     let domains = DomainLists {
-        request: list(c, at, "request", d.request, ListKind::Https),
-        socket: list(c, at, "socket", d.socket, ListKind::Wss),
-        upload_file: list(c, at, "uploadFile", d.upload_file, ListKind::Https),
-        download_file: list(c, at, "downloadFile", d.download_file, ListKind::Https),
-        tcp: list(c, at, "tcp", d.tcp, ListKind::Tcp),
-        udp: list(c, at, "udp", d.udp, ListKind::Udp),
-        dns_prefetch: dns_prefetch(c, at, d.dns_prefetch),
+        request: list(c, &domains_at, "request", d.request, ListKind::Https),
+        socket: list(c, &domains_at, "socket", d.socket, ListKind::Wss),
+        upload_file: list(c, &domains_at, "uploadFile", d.upload_file, ListKind::Https),
+        download_file: list(
+            c,
+            &domains_at,
+            "downloadFile",
+            d.download_file,
+            ListKind::Https,
+        ),
+        tcp: list(c, &domains_at, "tcp", d.tcp, ListKind::Tcp),
+        udp: list(c, &domains_at, "udp", d.udp, ListKind::Udp),
+        dns_prefetch: dns_prefetch(
+            c,
+            &at(&[key("domains"), key("dns_prefetch")]),
+            d.dns_prefetch,
+        ),
     };
-    let business_domains = business_domains(c, at, raw.business_domains);
+    let business_domains =
+        business_domains(c, &at(&[key("business_domains")]), raw.business_domains);
     let l = raw.limits;
     let defaults = Limits::default();
     let overflow = match l.overflow.as_deref() {
         None | Some("queue") => Overflow::Queue,
         Some("fail") => Overflow::Fail,
         Some(other) => {
-            c.find(
-                at,
-                other,
+            c.find_value(
+                at(&[key("limits"), key("overflow")]),
                 other,
                 "overflow",
                 "overflow is queue (wait, as today's clients do) or fail".to_owned(),
@@ -375,26 +422,66 @@ fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Opti
             .map_or(defaults.background_grace, Duration::from_millis),
     };
     if limits.requests == 0 || limits.sockets == 0 {
-        c.find(
-            at,
-            "limits",
+        let zero = if limits.requests == 0 {
+            "requests"
+        } else {
+            "sockets"
+        };
+        c.find_value(
+            at(&[key("limits"), key(zero)]),
             "limits",
             "limits",
             "requests and sockets must be at least 1".to_owned(),
         );
     }
+    let version = raw
+        .version
+        .map_or_else(|| "devtools".to_owned(), |v| v.text());
+    let referer = format!("https://servicewechat.com/{appid}/{version}/page-frame.html");
+    let referer = match http::HeaderValue::from_str(&referer) {
+        Ok(value) => value,
+        Err(_) => {
+            c.find_value(
+                at(&[key("version")]),
+                &version,
+                "version",
+                "version must be devtools, 0 or a release number (it goes into the Referer)"
+                    .to_owned(),
+            );
+            http::HeaderValue::from_static("https://servicewechat.com/")
+        }
+    };
     Some(AppConfig {
         appid,
-        version: raw
-            .version
-            .map_or_else(|| "devtools".to_owned(), |v| v.text()),
+        version,
+        referer,
         project: raw.project,
-        clients: cidrs(c, at, raw.clients),
+        clients: cidrs(c, &at(&[key("clients")]), raw.clients),
         network_timeout,
         domains,
         business_domains,
         limits,
+        refusal: refusal_style(c, at(&[key("refusal")]), raw.refusal.as_deref()),
     })
+}
+
+/// `auto`, `fail` or `answer`.
+fn refusal_style(
+    c: &mut Checker<'_>,
+    at: KeyPath,
+    text: Option<&str>,
+) -> Option<super::RefusalStyle> {
+    let text = text?;
+    let style = super::RefusalStyle::parse(text);
+    if style.is_none() {
+        c.find_value(
+            at,
+            text,
+            "refusal",
+            "refusal is auto (answer harnesses that send X-Wxsandbox-* headers, fail the rest), fail or answer".to_owned(),
+        );
+    }
+    style
 }
 
 fn is_appid(s: &str) -> bool {
@@ -414,17 +501,19 @@ pub enum ListKind {
     Udp,
 }
 
+/// The list `name` under `domains` (at `domains_at`).
 fn list(
     c: &mut Checker<'_>,
-    at: Option<usize>,
-    name: &str,
+    domains_at: &[Seg],
+    name: &'static str,
     entries: Vec<String>,
     kind: ListKind,
 ) -> Vec<Origin> {
+    let at = join(domains_at, &[key(name)]);
     if entries.len() > MAX_LIST {
+        // The line of the list's key.
         c.find(
-            at,
-            &format!("{name}:"),
+            at.clone(),
             name,
             "too-many",
             format!(
@@ -434,13 +523,16 @@ fn list(
         );
     }
     let mut out: Vec<Origin> = Vec::new();
-    for entry in entries {
+    // Not `out.contains`: quadratic in a long list.
+    let mut seen: HashSet<Origin> = HashSet::new();
+    for (j, entry) in entries.into_iter().enumerate() {
+        let item = join(&at, &[Seg::Index(j)]);
         match parse_entry(&entry, kind) {
             Ok(origin) => {
-                if out.contains(&origin) {
+                if !seen.insert(origin.clone()) {
+                    // The line of the second one.
                     c.find(
-                        at,
-                        &entry,
+                        item,
                         &entry,
                         "duplicate",
                         format!("{origin} is already in the {name} list"),
@@ -449,9 +541,7 @@ fn list(
                     out.push(origin);
                 }
             }
-            Err((rule, message)) => {
-                c.find(at, &entry, &entry, rule, format!("{name} list: {message}"))
-            }
+            Err((rule, message)) => c.find(item, &entry, rule, format!("{name} list: {message}")),
         }
     }
     out
@@ -557,11 +647,11 @@ pub fn normalize_host(host: &str) -> Result<String, String> {
     Ok(ascii)
 }
 
-fn dns_prefetch(c: &mut Checker<'_>, at: Option<usize>, entries: Vec<String>) -> Vec<String> {
+/// `domains.dns_prefetch` (at `at`).
+fn dns_prefetch(c: &mut Checker<'_>, at: &[Seg], entries: Vec<String>) -> Vec<String> {
     if entries.len() > MAX_DNS_PREFETCH {
         c.find(
-            at,
-            "dns_prefetch",
+            at.to_vec(),
             "dns_prefetch",
             "too-many",
             format!(
@@ -571,11 +661,11 @@ fn dns_prefetch(c: &mut Checker<'_>, at: Option<usize>, entries: Vec<String>) ->
         );
     }
     let mut out = Vec::new();
-    for entry in entries {
+    for (j, entry) in entries.into_iter().enumerate() {
+        let item = join(at, &[Seg::Index(j)]);
         if entry.contains("://") {
             c.find(
-                at,
-                &entry,
+                item,
                 &entry,
                 "no-scheme",
                 "DNS prefetch entries are host names without a scheme".to_owned(),
@@ -585,25 +675,22 @@ fn dns_prefetch(c: &mut Checker<'_>, at: Option<usize>, entries: Vec<String>) ->
         match parse_entry(&entry, ListKind::Tcp) {
             Ok(o) if o.port.is_none() => out.push(o.host),
             Ok(_) => c.find(
-                at,
-                &entry,
+                item,
                 &entry,
                 "no-port",
                 "DNS prefetch entries have no port".to_owned(),
             ),
-            Err((rule, message)) => {
-                c.find(at, &entry, &entry, rule, format!("dns_prefetch: {message}"))
-            }
+            Err((rule, message)) => c.find(item, &entry, rule, format!("dns_prefetch: {message}")),
         }
     }
     out
 }
 
-fn business_domains(c: &mut Checker<'_>, at: Option<usize>, entries: Vec<String>) -> Vec<String> {
+/// `business_domains` (at `at`).
+fn business_domains(c: &mut Checker<'_>, at: &[Seg], entries: Vec<String>) -> Vec<String> {
     if entries.len() > MAX_BUSINESS_DOMAINS {
         c.find(
-            at,
-            "business_domains",
+            at.to_vec(),
             "business_domains",
             "too-many",
             format!(
@@ -613,7 +700,8 @@ fn business_domains(c: &mut Checker<'_>, at: Option<usize>, entries: Vec<String>
         );
     }
     let mut out = Vec::new();
-    for entry in entries {
+    for (j, entry) in entries.into_iter().enumerate() {
+        let item = || join(at, &[Seg::Index(j)]);
         let bare = entry
             .trim()
             .strip_prefix("https://")
@@ -621,16 +709,14 @@ fn business_domains(c: &mut Checker<'_>, at: Option<usize>, entries: Vec<String>
             .trim_end_matches('/');
         if bare.contains("://") {
             c.find(
-                at,
-                &entry,
+                item(),
                 &entry,
                 "https-only",
                 "business domains are https only".to_owned(),
             );
         } else if bare.contains(':') {
             c.find(
-                at,
-                &entry,
+                item(),
                 &entry,
                 "no-port",
                 "business domains can't carry a port".to_owned(),
@@ -641,16 +727,14 @@ fn business_domains(c: &mut Checker<'_>, at: Option<usize>, entries: Vec<String>
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         {
             c.find(
-                at,
-                &entry,
+                item(),
                 &entry,
                 "business-domain",
                 "business domains hold letters, digits, '-' and '.' only".to_owned(),
             );
         } else if bare.parse::<IpAddr>().is_ok() {
             c.find(
-                at,
-                &entry,
+                item(),
                 &entry,
                 "no-ip",
                 "business domains can't be IP addresses".to_owned(),

@@ -2,93 +2,158 @@
 
 use std::fmt::Write;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
-use crate::calllog::{Record, LATENCY_BUCKETS};
+use crate::calllog::{Entry, Header, LATENCY_BUCKETS};
 use crate::state::Shared;
 
-/// HAR 1.2 of the records (oldest first), headers redacted, bodies not kept.
-pub fn har(records: &[Record]) -> String {
-    let entries: Vec<Value> = records.iter().rev().map(har_entry).collect();
-    json!({
-        "log": {
-            "version": "1.2",
-            "creator": { "name": "wxsandbox", "version": env!("CARGO_PKG_VERSION") },
-            "pages": [],
-            "entries": entries,
-        }
-    })
-    .to_string()
-}
-
-/// Headers as HAR name/value pairs, credentials redacted.
-fn headers(map: &http::HeaderMap) -> Value {
-    Value::Array(
-        crate::calllog::redact(map)
-            .into_iter()
-            .map(|(n, v)| json!({ "name": n, "value": v }))
-            .collect(),
+/// What a HAR 1.2 document holds before its entries (then [`har_entry`]s joined by commas, then
+/// [`HAR_TAIL`]).
+pub fn har_head() -> String {
+    format!(
+        r#"{{"log":{{"version":"1.2","creator":{{"name":"wxsandbox","version":{}}},"pages":[],"entries":["#,
+        serde_json::Value::from(env!("CARGO_PKG_VERSION"))
     )
 }
 
-fn har_entry(r: &Record) -> Value {
-    let query: Vec<Value> = r
+/// What closes a HAR document.
+pub const HAR_TAIL: &str = "]}}";
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HarEntry<'a> {
+    started_date_time: String,
+    time: u64,
+    request: HarRequest<'a>,
+    response: HarResponse<'a>,
+    cache: Empty,
+    timings: Timings,
+    comment: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HarRequest<'a> {
+    method: &'a str,
+    url: &'a str,
+    http_version: &'a str,
+    cookies: [(); 0],
+    headers: &'a [Header],
+    query_string: Vec<NameValue<'a>>,
+    headers_size: i64,
+    body_size: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HarResponse<'a> {
+    status: u16,
+    status_text: &'static str,
+    http_version: &'a str,
+    cookies: [(); 0],
+    headers: &'a [Header],
+    content: Content<'a>,
+    #[serde(rename = "redirectURL")]
+    redirect_url: &'static str,
+    headers_size: i64,
+    body_size: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Content<'a> {
+    size: u64,
+    mime_type: &'a str,
+}
+
+#[derive(Serialize)]
+struct NameValue<'a> {
+    name: &'a str,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Serialize)]
+struct Timings {
+    blocked: u64,
+    send: u64,
+    wait: u64,
+    receive: u64,
+}
+
+/// One HAR entry (headers as stored: clipped and redacted; bodies not kept), appended to `out`.
+pub fn har_entry(r: &Entry, out: &mut Vec<u8>) {
+    let query_string: Vec<NameValue<'_>> = r
         .url
         .split_once('?')
         .map(|(_, q)| {
             q.split('&')
                 .filter(|p| !p.is_empty())
                 .map(|p| {
-                    let (n, v) = p.split_once('=').unwrap_or((p, ""));
-                    json!({ "name": n, "value": v })
+                    let (name, value) = p.split_once('=').unwrap_or((p, ""));
+                    NameValue { name, value }
                 })
                 .collect()
         })
         .unwrap_or_default();
     let status = r.status.unwrap_or(0);
-    let mime = r
-        .response_headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(
-            || {
-                if r.errno.is_some() {
-                    "application/json".to_owned()
-                } else {
-                    String::new()
-                }
+    let mime_type = r
+        .response_header("content-type")
+        .unwrap_or(if r.errno.is_some() {
+            "application/json"
+        } else {
+            ""
+        });
+    let entry = HarEntry {
+        started_date_time: r
+            .ts
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        time: r.duration_ms,
+        request: HarRequest {
+            method: &r.method,
+            url: &r.url,
+            http_version: &r.http_version,
+            cookies: [],
+            headers: &r.request_headers,
+            query_string,
+            headers_size: -1,
+            body_size: r.bytes_up,
+        },
+        response: HarResponse {
+            status,
+            status_text: http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or(""),
+            http_version: &r.http_version,
+            cookies: [],
+            headers: &r.response_headers,
+            content: Content {
+                size: r.bytes_down,
+                mime_type,
             },
-            str::to_owned,
-        );
-    let wait = r.duration_ms.saturating_sub(r.queue_ms);
-    json!({
-        "startedDateTime": r.ts.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        "time": r.duration_ms,
-        "request": {
-            "method": r.method,
-            "url": r.url,
-            "httpVersion": r.http_version,
-            "cookies": [],
-            "headers": headers(&r.request_headers),
-            "queryString": query,
-            "headersSize": -1,
-            "bodySize": r.bytes_up,
+            redirect_url: "",
+            headers_size: -1,
+            body_size: r.bytes_down,
         },
-        "response": {
-            "status": status,
-            "statusText": http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or(""),
-            "httpVersion": r.http_version,
-            "cookies": [],
-            "headers": headers(&r.response_headers),
-            "content": { "size": r.bytes_down, "mimeType": mime },
-            "redirectURL": "",
-            "headersSize": -1,
-            "bodySize": r.bytes_down,
+        cache: Empty {},
+        timings: Timings {
+            blocked: r.queue_ms,
+            send: 0,
+            wait: r.duration_ms.saturating_sub(r.queue_ms),
+            receive: 0,
         },
-        "cache": {},
-        "timings": { "blocked": r.queue_ms, "send": 0, "wait": wait, "receive": 0 },
-        "comment": r.errmsg.clone().map(|m| format!("{m} ({})", r.rule.unwrap_or_default())).unwrap_or_default(),
-    })
+        comment: r
+            .errmsg
+            .as_deref()
+            .map(|m| format!("{m} ({})", r.rule.unwrap_or_default()))
+            .unwrap_or_default(),
+    };
+    // Plain data with string keys: serialising it can't fail.
+    let _ = serde_json::to_writer(out, &entry);
 }
 
 fn label(v: &str) -> String {

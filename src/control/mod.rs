@@ -4,16 +4,27 @@
 //! |---|---|
 //! | `GET /healthz` | 200 `ok` |
 //! | `GET /ca.pem`, `GET /ca.crt` | the CA, PEM and DER |
+//! | `GET /ca.mobileconfig` | the CA in an Apple configuration profile |
 //! | `GET /` | the dashboard (assets compiled in) |
-//! | `GET /api/state` | the skip switch and every app instance with its counts |
+//! | `GET /api/state` | the skip switch, the refusal style and every app instance with its counts |
 //! | `POST /api/apps/{appid}/background`, `.../foreground` | optional `?client=IP` |
 //! | `PUT /api/skip-domain-check` | body `{"enabled":bool}` |
+//! | `PUT /api/refusal` | body `{"style":"auto"|"fail"|"answer"}` (`sandbox.refusal` at run time) |
 //! | `GET /api/log?limit=N&appid=&outcome=&q=` | the latest calls, newest first |
 //! | `GET /api/events` | the same, live (server-sent events) |
 //! | `GET /api/har` | the ring as HAR 1.2 |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /api/openapi.json` | this API in OpenAPI 3.1 (`src/control/openapi.json`, compiled in) |
 //!
-//! Mutations need `Authorization: Bearer {control.token}` when a token is set.
+//! Before routing, every request is checked (SPEC section 6): its `Host` must name this control
+//! address (the bound `ip:port` or the connection's local address, with or without the port),
+//! `localhost` or a loopback IP, against DNS rebinding; a mutation (anything but GET and HEAD) must
+//! not carry a cross-site `Origin` (`null` included) nor a `Content-Type` other than
+//! `application/json`, against CSRF. Refusals are 403 `{"error": "..."}`. Then mutations need
+//! `Authorization: Bearer {control.token}` when a token is set.
+//!
+//! `/api/log` and `/api/har` stream: their bodies are written a chunk at a time from a snapshot of
+//! the ring's (shared, already compact) entries, never held whole.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,10 +40,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tracing::{debug, warn, Instrument};
 
+mod config_api;
 mod dashboard;
 mod export;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::stream;
@@ -40,11 +52,16 @@ use http_body_util::StreamBody;
 use hyper::body::Frame;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::calllog::Record;
+use crate::calllog::Entry;
+use crate::config::RefusalStyle;
 use crate::proxy::answer::status_only;
 use crate::proxy::body::{full, Body};
 use crate::proxy::certpage;
 use crate::state::Shared;
+
+/// The control API described in OpenAPI 3.1 (`GET /api/openapi.json`); tests/openapi.rs keeps
+/// it and the router above in step.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Largest request body the control API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -52,6 +69,7 @@ const MAX_BODY: usize = 64 * 1024;
 /// Serve the control API until shutdown.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let token = shared.shutdown.token.clone();
+    let bound = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
             () = token.cancelled() => break,
@@ -66,11 +84,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let shared = shared.clone();
+        // The addresses a Host may name: the bound one, and this connection's own (the
+        // interface it came in on when bound to 0.0.0.0 or ::).
+        let own: Arc<[SocketAddr]> = bound.into_iter().chain(stream.local_addr().ok()).collect();
         let span = tracing::debug_span!("control", client.addr = %peer);
         shared.clone().shutdown.tracker.spawn(
             async move {
                 let token = shared.shutdown.token.clone();
-                let service = service_fn(move |req| route(req, shared.clone()));
+                let service = service_fn(move |req| route(req, shared.clone(), own.clone()));
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(crate::proxy::HEADER_READ_TIMEOUT)
@@ -86,10 +107,21 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
+async fn route(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    own: Arc<[SocketAddr]>,
+) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mutation = !matches!(method, Method::GET | Method::HEAD);
+    if let Err(why) = guard(&req, &own, mutation) {
+        debug!(method = %method, path = %path, reason = %why, "control request refused");
+        return Ok(json(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({ "error": why }).to_string(),
+        ));
+    }
     if mutation && !authorized(&req, &shared) {
         let mut response = json(
             StatusCode::UNAUTHORIZED,
@@ -104,14 +136,24 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<B
         (Method::GET, "/healthz") => status_only(StatusCode::OK, "ok"),
         (Method::GET, "/ca.pem") => certpage::ca_pem(&shared),
         (Method::GET, "/ca.crt") => certpage::ca_der(&shared),
+        (Method::GET, "/ca.mobileconfig") => certpage::ca_mobileconfig(&shared),
         (Method::GET, "/" | "/index.html") => dashboard::page(),
         (Method::GET, "/qr.svg") => dashboard::qr_svg(&req),
         (Method::GET, "/api/state") => json(StatusCode::OK, state_json(&shared)),
+        (Method::GET, "/api/openapi.json") => json(StatusCode::OK, OPENAPI.to_owned()),
         (Method::PUT, "/api/skip-domain-check") => set_skip(req, &shared).await,
-        (Method::GET, "/api/log") => json(StatusCode::OK, log_json(&req, &shared)),
+        (Method::PUT, "/api/refusal") => set_refusal(req, &shared).await,
+        (Method::GET, "/api/config") => config_api::get(&shared),
+        (Method::POST, "/api/config/reload") => config_api::reload(&shared),
+        (Method::GET, "/api/log") => log(&req, &shared),
         (Method::GET, "/api/events") => events(&shared),
         (Method::GET, "/api/har") => {
-            let mut r = json(StatusCode::OK, export::har(&shared.log.latest(usize::MAX)));
+            let mut r = json_stream(
+                export::har_head(),
+                shared.log.snapshot(),
+                export::har_entry,
+                export::HAR_TAIL,
+            );
             r.headers_mut().insert(
                 http::header::CONTENT_DISPOSITION,
                 HeaderValue::from_static("attachment; filename=\"wxsandbox.har\""),
@@ -134,7 +176,8 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<B
 }
 
 fn authorized<B>(req: &Request<B>, shared: &Shared) -> bool {
-    let Some(token) = &shared.config.control.token else {
+    let config = shared.config();
+    let Some(token) = &config.control.token else {
         return true;
     };
     req.headers()
@@ -181,10 +224,44 @@ async fn set_skip(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
     )
 }
 
+/// `PUT /api/refusal` with `{"style":"auto"|"fail"|"answer"}`: the global refusal style
+/// (`sandbox.refusal`) from now on; a call's header and an app's `refusal:` still come first.
+async fn set_refusal(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let style = match read_json(req).await {
+        Ok(v) => v
+            .get("style")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|s| match s {
+                "auto" | "fail" | "answer" => RefusalStyle::parse(s),
+                _ => None,
+            }),
+        Err(e) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": e }).to_string(),
+            )
+        }
+    };
+    let Some(style) = style else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"expected {\"style\":\"auto\"|\"fail\"|\"answer\"}"}"#.to_owned(),
+        );
+    };
+    shared.set_refusal_style(style);
+    tracing::info!(refusal = style.as_str(), "refusal style switched");
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "refusal": style.as_str() }).to_string(),
+    )
+}
+
 fn state_json(shared: &Shared) -> String {
     serde_json::json!({
         "skip_domain_check": shared.skip_domain_check(),
+        "refusal": shared.refusal_style().as_str(),
         "apps": shared.instances.snapshot(),
+        "config": shared.reload_status(),
     })
     .to_string()
 }
@@ -239,37 +316,93 @@ fn phase<B>(req: &Request<B>, path: &str, shared: &Shared) -> Response<Body> {
     }
 }
 
-/// Does a record pass `/api/log`'s filters?
-fn keep(record: &Record, appid: Option<&str>, outcome: Option<&str>, text: Option<&str>) -> bool {
+/// Does a record pass `/api/log`'s filters? (`text` is lower-case.)
+fn keep(record: &Entry, appid: Option<&str>, outcome: Option<&str>, text: Option<&str>) -> bool {
     appid.is_none_or(|a| record.appid.as_deref() == Some(a))
         && outcome.is_none_or(|o| record.outcome.as_str() == o)
         && text.is_none_or(|t| {
-            let t = t.to_lowercase();
-            record.url.to_lowercase().contains(&t)
+            record.url.to_lowercase().contains(t)
                 || record
                     .errmsg
                     .as_deref()
-                    .is_some_and(|m| m.to_lowercase().contains(&t))
+                    .is_some_and(|m| m.to_lowercase().contains(t))
                 || record
                     .detail
                     .as_deref()
-                    .is_some_and(|m| m.to_lowercase().contains(&t))
+                    .is_some_and(|m| m.to_lowercase().contains(t))
         })
 }
 
-fn log_json<B>(req: &Request<B>, shared: &Shared) -> String {
+/// `GET /api/log?limit=N&appid=&outcome=&q=`: the latest matching records, newest first, as a
+/// streamed JSON array.
+fn log<B>(req: &Request<B>, shared: &Shared) -> Response<Body> {
     let limit = query(req, "limit")
         .and_then(|l| l.parse::<usize>().ok())
         .unwrap_or(100);
-    let (appid, outcome, text) = (query(req, "appid"), query(req, "outcome"), query(req, "q"));
-    let records: Vec<Record> = shared
-        .log
-        .latest(usize::MAX)
-        .into_iter()
-        .filter(|r| keep(r, appid.as_deref(), outcome.as_deref(), text.as_deref()))
-        .take(limit)
-        .collect();
-    serde_json::to_string(&records).unwrap_or_else(|_| "[]".to_owned())
+    let (appid, outcome) = (query(req, "appid"), query(req, "outcome"));
+    let text = query(req, "q").map(|t| t.to_lowercase());
+    let records: Vec<Arc<Entry>> = if appid.is_none() && outcome.is_none() && text.is_none() {
+        shared.log.latest(limit)
+    } else {
+        shared
+            .log
+            .latest(usize::MAX)
+            .into_iter()
+            .filter(|r| keep(r, appid.as_deref(), outcome.as_deref(), text.as_deref()))
+            .take(limit)
+            .collect()
+    };
+    json_stream(String::from("["), records, write_record, "]")
+}
+
+fn write_record(record: &Entry, out: &mut Vec<u8>) {
+    // Plain data with string keys: serialising it can't fail.
+    let _ = serde_json::to_writer(out, record);
+}
+
+/// Bytes a streamed chunk holds, about.
+const CHUNK: usize = 32 * 1024;
+
+/// A JSON body sent a chunk at a time: `head`, the entries written by `write` and joined by
+/// commas, `tail`. Each entry's `Arc` is released once it is written. No Content-Length: chunked.
+fn json_stream(
+    head: String,
+    entries: Vec<Arc<Entry>>,
+    write: fn(&Entry, &mut Vec<u8>),
+    tail: &'static str,
+) -> Response<Body> {
+    let mut head = Some(head);
+    let mut tail = Some(tail);
+    let mut entries = entries.into_iter();
+    let mut first = true;
+    let chunks = std::iter::from_fn(move || {
+        let mut buf = Vec::with_capacity(CHUNK + 4096);
+        if let Some(h) = head.take() {
+            buf.extend_from_slice(h.as_bytes());
+        }
+        while buf.len() < CHUNK {
+            if let Some(entry) = entries.next() {
+                if !first {
+                    buf.push(b',');
+                }
+                first = false;
+                write(&entry, &mut buf);
+            } else {
+                if let Some(t) = tail.take() {
+                    buf.extend_from_slice(t.as_bytes());
+                }
+                break;
+            }
+        }
+        (!buf.is_empty()).then(|| Bytes::from(buf))
+    });
+    let frames =
+        stream::iter(chunks.map(|b| Ok::<_, crate::proxy::body::BoxError>(Frame::data(b))));
+    let mut response = Response::new(crate::proxy::body::boxed(StreamBody::new(frames)));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// How often an idle event stream gets a comment, so proxies and browsers keep it open.
@@ -287,10 +420,13 @@ fn events(shared: &Shared) -> Response<Body> {
             };
             let chunk = match next {
                 Err(_) => ": keep-alive\n\n".to_owned(),
-                Ok(Ok(record)) => format!(
-                    "data: {}\n\n",
-                    serde_json::to_string(&record).unwrap_or_default()
-                ),
+                Ok(Ok(record)) => {
+                    let mut chunk = String::with_capacity(record.len() + 8);
+                    chunk.push_str("data: ");
+                    chunk.push_str(&String::from_utf8_lossy(&record));
+                    chunk.push_str("\n\n");
+                    chunk
+                }
                 Ok(Err(RecvError::Lagged(_))) => continue,
                 Ok(Err(RecvError::Closed)) => return None,
             };
@@ -307,6 +443,127 @@ fn events(shared: &Shared) -> Response<Body> {
         HeaderValue::from_static("no-cache"),
     );
     response
+}
+
+/// A header's value for a message, clipped.
+fn shown(value: &HeaderValue) -> String {
+    crate::calllog::clip_bytes(value.as_bytes(), 200).into()
+}
+
+/// A `host[:port]` authority: the host lower-case (an IP literal in its canonical text, IPv6
+/// without brackets) and the port. `None` when it isn't one.
+fn parse_authority(text: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        let ip: std::net::Ipv6Addr = v6.parse().ok()?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (ip.to_string(), port)
+    } else {
+        let (host, port) = match text.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        };
+        if host.is_empty() || host.contains(':') {
+            return None;
+        }
+        let host = match host.parse::<std::net::Ipv4Addr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => host.to_ascii_lowercase(),
+        };
+        (host, port)
+    };
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().ok()?)
+        }
+        Some(_) => return None,
+    };
+    Some((host, port))
+}
+
+/// May a request name this host? `localhost` and loopback IPs on any port; one of `own`
+/// addresses with its port or none.
+fn allowed_host(host: &str, port: Option<u16>, own: &[SocketAddr]) -> bool {
+    if host == "localhost" {
+        return true;
+    }
+    let Ok(ip) = host.parse::<IpAddr>() else {
+        return false;
+    };
+    let ip = ip.to_canonical();
+    ip.is_loopback()
+        || own
+            .iter()
+            .any(|a| a.ip().to_canonical() == ip && port.is_none_or(|p| p == a.port()))
+}
+
+/// The checks of SPEC section 6 made before routing: `Host` against DNS rebinding, and for a
+/// mutation `Origin` and `Content-Type` against cross-site requests. `Err` says why.
+fn guard<B>(req: &Request<B>, own: &[SocketAddr], mutation: bool) -> Result<(), String> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let (Some(host_value), None) = (hosts.next(), hosts.next()) else {
+        return Err("one Host header naming the control address is required".to_owned());
+    };
+    let refused_host = || {
+        format!(
+            "Host {} is not this control address, localhost or a loopback IP (DNS rebinding protection)",
+            shown(host_value)
+        )
+    };
+    let (host, port) = host_value
+        .to_str()
+        .ok()
+        .and_then(parse_authority)
+        .filter(|(h, p)| allowed_host(h, *p, own))
+        .ok_or_else(refused_host)?;
+    // An absolute-form request target names its host too.
+    if let Some(authority) = req.uri().authority() {
+        let named = parse_authority(authority.as_str());
+        if !named.is_some_and(|(h, p)| allowed_host(&h, p, own)) {
+            return Err(format!(
+                "{authority} is not this control address, localhost or a loopback IP (DNS rebinding protection)"
+            ));
+        }
+    }
+    if !mutation {
+        return Ok(());
+    }
+    for origin in req.headers().get_all(http::header::ORIGIN) {
+        let same = origin
+            .to_str()
+            .ok()
+            .and_then(|o| {
+                let rest = o.get(..7).filter(|s| s.eq_ignore_ascii_case("http://"))?;
+                parse_authority(&o[rest.len()..])
+            })
+            .is_some_and(|(h, p)| h == host && p.unwrap_or(80) == port.unwrap_or(80));
+        if !same {
+            return Err(format!(
+                "Origin {} is not this page's origin: cross-site requests can't change anything here",
+                shown(origin)
+            ));
+        }
+    }
+    for content_type in req.headers().get_all(CONTENT_TYPE) {
+        let json = content_type.to_str().ok().is_some_and(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+        if !json {
+            return Err(format!(
+                "Content-Type {} is not application/json",
+                shown(content_type)
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn json(status: StatusCode, body: String) -> Response<Body> {

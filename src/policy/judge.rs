@@ -59,6 +59,7 @@ pub fn judge(app: &AppConfig, call: &Call<'_>, switches: Switches) -> Verdict {
             matches!(url.scheme, Scheme::Http | Scheme::Https)
         }
         Api::ConnectSocket => matches!(url.scheme, Scheme::Ws | Scheme::Wss),
+        Api::WebView => url.scheme == Scheme::Https,
         Api::Tcp => url.scheme == Scheme::Tcp,
     };
     if !scheme_fits {
@@ -132,6 +133,7 @@ fn schemes_of(api: Api) -> &'static str {
             "https:// (or http:// to a LAN address)"
         }
         Api::ConnectSocket => "wss:// (or ws:// to a LAN address)",
+        Api::WebView => "https://",
         Api::Tcp => "tcp",
     }
 }
@@ -144,6 +146,7 @@ pub(super) fn list_of(app: &AppConfig, api: Api) -> (&'static str, &[Origin]) {
         Api::UploadFile => ("uploadFile", &d.upload_file),
         Api::DownloadFile => ("downloadFile", &d.download_file),
         Api::ConnectSocket => ("socket", &d.socket),
+        Api::WebView => ("business_domains", &[]),
         Api::Tcp => ("tcp", &d.tcp),
     }
 }
@@ -160,6 +163,7 @@ pub(super) fn matches(entry: &Origin, url: &CallUrl, api: Api) -> bool {
     }
     match api {
         Api::ConnectSocket => true,
+        Api::WebView => false,
         Api::Tcp => entry.port.is_none_or(|p| p == url.effective_port()),
         _ => entry.port == url.port,
     }
@@ -291,17 +295,29 @@ pub fn judge_connect(
         .chain(&d.upload_file)
         .chain(&d.download_file);
     let fits_https = |e: &Origin| e.host == name && e.port.map_or(port == 443, |p| p == port);
-    let allowed = https.clone().any(fits_https)
-        || d.socket.iter().any(|e| e.host == name)
-        || d.tcp
-            .iter()
-            .any(|e| e.host == name && e.port.is_none_or(|p| p == port));
-    if allowed {
-        Verdict::Allow
-    } else {
-        refuse(Rule::DomainList, format!(
-            "{name}:{port} is in none of the app's lists (request, uploadFile, downloadFile, socket, tcp){}",
-            if name == "localhost" { "; localhost is never allowed" } else { "" }
-        ))
+    let allowed = https.clone().any(fits_https) || d.socket.iter().any(|e| e.host == name);
+    let in_tcp = d
+        .tcp
+        .iter()
+        .any(|e| e.host == name && e.port.is_none_or(|p| p == port));
+    if allowed || (in_tcp && !tcp_port_forbidden(port)) {
+        return Verdict::Allow;
     }
+    if in_tcp {
+        return Verdict::Refuse(Refusal {
+            status: 403,
+            errno: 600002,
+            errmsg: not_in_list(Api::Tcp.errmsg_name()),
+            rule: Rule::TcpPort,
+            api: Api::Tcp,
+            url: format!("tcp://{name}:{port}"),
+            detail: format!(
+                "{name} is only in the tcp list, and port {port} is one wx.createTCPSocket may not use (below 1024, databases, proxies, 8000-8100, ...)"
+            ),
+        });
+    }
+    refuse(Rule::DomainList, format!(
+        "{name}:{port} is in none of the app's lists (request, uploadFile, downloadFile, socket, tcp){}",
+        if name == "localhost" { "; localhost is never allowed" } else { "" }
+    ))
 }

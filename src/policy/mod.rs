@@ -6,12 +6,14 @@ use std::net::IpAddr;
 
 use crate::config::AppConfig;
 
+mod decide;
 mod identify;
 mod judge;
 mod refusal;
 #[cfg(test)]
 mod tests;
 mod url;
+mod webview;
 
 /// The mini program API a call stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,6 +25,8 @@ pub enum Api {
     ConnectSocket,
     /// `wx.createTCPSocket` (a CONNECT tunnel whose first bytes are not TLS).
     Tcp,
+    /// A `<web-view>` page: its navigations (business domains) and what the page loads.
+    WebView,
 }
 
 impl Api {
@@ -34,6 +38,7 @@ impl Api {
             Api::DownloadFile => "downloadFile",
             Api::ConnectSocket => "createSocketTask",
             Api::Tcp => "createTCPSocket",
+            Api::WebView => "web-view",
         }
     }
 
@@ -45,6 +50,7 @@ impl Api {
             Api::DownloadFile => "downloadFile",
             Api::ConnectSocket => "connectSocket",
             Api::Tcp => "tcp",
+            Api::WebView => "webview",
         }
     }
 
@@ -69,6 +75,10 @@ pub enum Rule {
     Upstream,
     Tls,
     Charset,
+    /// The client's own request was broken (e.g. its chunked body): its fault, not a refusal.
+    ClientError,
+    /// A web-view navigation outside the business domains.
+    BusinessDomain,
 }
 
 impl Rule {
@@ -87,6 +97,8 @@ impl Rule {
             Rule::Upstream => "upstream",
             Rule::Tls => "tls",
             Rule::Charset => "charset",
+            Rule::ClientError => "client-error",
+            Rule::BusinessDomain => "business-domain",
         }
     }
 }
@@ -180,8 +192,20 @@ impl Refusal {
         )
     }
 
-    /// 502/600001 for a connection failure (rule upstream) or a TLS audit failure (rule tls).
+    /// 502/600001 for a connection failure (rule upstream) or a TLS audit failure (rule tls);
+    /// 403/600002 when the address dialed is one the proxy never reaches (rule forbidden-host).
     pub fn net(api: Api, url: &str, rule: Rule, err: &NetError) -> Refusal {
+        if rule == Rule::ForbiddenHost {
+            return Refusal::new(
+                403,
+                600002,
+                format!("{}:fail url not in domain list", api.errmsg_name()),
+                rule,
+                api,
+                url,
+                err.detail.clone(),
+            );
+        }
         Refusal::new(
             502,
             600001,
@@ -190,6 +214,48 @@ impl Refusal {
             api,
             url,
             err.detail.clone(),
+        )
+    }
+
+    /// 400/600009 rule invalid-url: `X-Wxsandbox-Url` names another target than the request.
+    pub fn hint_mismatch(api: Api, hint: &str, target: &str) -> Refusal {
+        Refusal::new(
+            400,
+            600009,
+            format!("{}:fail invalid url \"{hint}\"", api.errmsg_name()),
+            Rule::InvalidUrl,
+            api,
+            hint,
+            format!(
+                "X-Wxsandbox-Url {hint} names another target than the request, which goes to {target}: the header may only say how the same scheme, host and port were written"
+            ),
+        )
+    }
+
+    /// 431/600009 rule invalid-url: a request head over the limit.
+    pub fn head_too_large(api: Api, url: &str, size: usize, limit: usize) -> Refusal {
+        Refusal::new(
+            431,
+            600009,
+            format!("{}:fail request header too large", api.errmsg_name()),
+            Rule::InvalidUrl,
+            api,
+            url,
+            format!("the request head is about {size} bytes; at most {limit} are accepted"),
+        )
+    }
+
+    /// 400/600009 rule invalid-url: the client's own request body was malformed (a bad chunk
+    /// size, a body cut short); the client's fault, not the server's.
+    pub fn bad_request_body(api: Api, url: &str, error: &str) -> Refusal {
+        Refusal::new(
+            400,
+            600009,
+            format!("{}:fail request body is malformed", api.errmsg_name()),
+            Rule::ClientError,
+            api,
+            url,
+            format!("the client's request body could not be read ({error}): check its Content-Length or chunked framing"),
         )
     }
 
@@ -287,6 +353,8 @@ pub fn referer(app: &AppConfig) -> String {
     )
 }
 
+pub use decide::{call_timeout, is_preflight, refusal_style, Style, DEFAULT_TIMEOUT};
 pub use identify::{detect_api, identify_app, unknown_app};
 pub use judge::{judge, judge_connect};
-pub use url::{parse_url, CallUrl, Host};
+pub use url::{hint_matches, normalize_target_host, parse_url, CallUrl, Host};
+pub use webview::{judge_navigation, webview_kind, WebView};

@@ -33,6 +33,10 @@ fn app(request: &[&str], socket: &[&str], download: &[&str], tcp: &[&str]) -> Ap
         },
         business_domains: vec![],
         limits: Limits::default(),
+        refusal: None,
+        referer: http::HeaderValue::from_static(
+            "https://servicewechat.com/wx0123456789abcdef/devtools/page-frame.html",
+        ),
     }
 }
 
@@ -221,7 +225,7 @@ mod judge {
             (Api::Request, "/relative/path", "GET"),
             (Api::Request, "xxxhttps://api.example.com/", "GET"),
             (Api::Request, "ftp://api.example.com/", "GET"),
-            (Api::Request, "https:///nohost", "GET"),
+            (Api::Request, "https://[::1/nohost", "GET"),
             (Api::Request, "https://api.example.com:99999/", "GET"),
             (Api::Request, "https://[::1/", "GET"),
             (Api::Request, "wss://ws.example.com/", "GET"),
@@ -682,5 +686,237 @@ mod refusal {
                 (status, errno, errmsg, rule)
             );
         }
+    }
+}
+
+mod decisions {
+    use super::*;
+    use crate::config::RefusalStyle::{Answer, Auto, Fail};
+    use crate::policy::{
+        call_timeout, hint_matches, is_preflight, normalize_target_host, parse_url, refusal_style,
+        Style,
+    };
+    use std::time::Duration;
+
+    #[test]
+    fn refusal_style_call_then_app_then_global() {
+        // (call header, carries X-Wxsandbox-*, app, global) -> style
+        let rows: [(
+            Option<&str>,
+            bool,
+            Option<crate::config::RefusalStyle>,
+            _,
+            Style,
+        ); 10] = [
+            (None, false, None, Auto, Style::Fail),
+            (None, true, None, Auto, Style::Answer),
+            (None, false, None, Answer, Style::Answer),
+            (None, true, None, Fail, Style::Fail),
+            (None, true, Some(Fail), Answer, Style::Fail),
+            (None, false, Some(Answer), Fail, Style::Answer),
+            (Some("fail"), true, Some(Answer), Answer, Style::Fail),
+            (Some("answer"), true, Some(Fail), Fail, Style::Answer),
+            (Some("ANSWER"), true, None, Fail, Style::Answer),
+            // An unknown value is ignored: the app's choice stands.
+            (Some("maybe"), true, Some(Fail), Answer, Style::Fail),
+        ];
+        for (call, carries, app, global, want) in rows {
+            assert_eq!(
+                refusal_style(call, carries, app, global),
+                want,
+                "{call:?} {carries} {app:?} {global:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn timeout_header_then_network_timeout_then_default() {
+        let mut a = standard();
+        a.network_timeout.request = Some(Duration::from_millis(1500));
+        a.network_timeout.upload_file = Some(Duration::from_millis(2500));
+        let rows = [
+            (Some("3000"), Api::Request, 3000),
+            (Some(" 40 "), Api::UploadFile, 40),
+            (Some("soon"), Api::Request, 1500),
+            (None, Api::Request, 1500),
+            (None, Api::UploadFile, 2500),
+            (None, Api::DownloadFile, 60_000),
+            (None, Api::ConnectSocket, 60_000),
+        ];
+        for (header, api, ms) in rows {
+            assert_eq!(
+                call_timeout(header, &a, api),
+                Duration::from_millis(ms),
+                "{header:?} {api:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn preflight_is_options_with_request_method() {
+        assert!(is_preflight("OPTIONS", true));
+        assert!(is_preflight("options", true));
+        assert!(!is_preflight("OPTIONS", false));
+        assert!(!is_preflight("GET", true));
+    }
+
+    #[test]
+    fn urls_parse_as_browsers_read_them() {
+        // (url, host as judged, written port)
+        let rows = [
+            (
+                "https://evil.example\\@api.example.com/",
+                Some(("evil.example", None)),
+            ),
+            (
+                "https://user:pw@api.example.com/",
+                Some(("api.example.com", None)),
+            ),
+            (
+                "https://api.example.com:443/",
+                Some(("api.example.com", Some(443))),
+            ),
+            (
+                "https://api.example.com:0443/x",
+                Some(("api.example.com", Some(443))),
+            ),
+            ("https://API.Example.com./", Some(("api.example.com", None))),
+            ("http://0x7f.1/", Some(("127.0.0.1", None))),
+            ("https://[::1]:8443/", Some(("[::1]", Some(8443)))),
+            ("wss://ws.example.com/chat", Some(("ws.example.com", None))),
+            ("xx中文://bad", None),
+            ("https://", None),
+            ("ftp://a.com/", None),
+        ];
+        for (text, want) in rows {
+            let got = parse_url(text).map(|u| (u.host.to_string(), u.port));
+            assert_eq!(got, want.map(|(h, p)| (h.to_owned(), p)), "{text}");
+        }
+    }
+
+    #[test]
+    fn hint_must_name_the_real_target() {
+        let target = parse_url("https://api.example.com:443/").unwrap();
+        let rows = [
+            ("https://api.example.com/", true),
+            ("https://api.example.com:443/v1", true),
+            ("https://API.example.com./", true),
+            ("https://api.example.com:8443/", false),
+            ("http://api.example.com/", false),
+            ("https://evil.example\\@api.example.com/", false),
+            ("https://other.example.com/", false),
+            ("https://api.weixin.qq.com/", false),
+        ];
+        for (hint, same) in rows {
+            let parsed = parse_url(hint).unwrap();
+            assert_eq!(hint_matches(&parsed, &target), same, "{hint}");
+        }
+    }
+
+    #[test]
+    fn target_hosts_are_normalised_once() {
+        let rows = [
+            ("api.example.com.", Some("api.example.com")),
+            ("API.EXAMPLE.COM", Some("api.example.com")),
+            ("[::1]", Some("[::1]")),
+            ("0x7f.1", Some("127.0.0.1")),
+            ("bad host", None),
+        ];
+        for (host, want) in rows {
+            assert_eq!(normalize_target_host(host).as_deref(), want, "{host}");
+        }
+    }
+
+    #[test]
+    fn connect_to_a_tcp_only_host_at_a_forbidden_port_is_refused() {
+        let a = app(
+            &["https://api.example.com"],
+            &[],
+            &[],
+            &["tcp://dev.example.com"],
+        );
+        let client: std::net::IpAddr = "192.168.1.20".parse().unwrap();
+        let sw = Switches {
+            skip_domain_check: false,
+            lan_prefix: 24,
+        };
+        let rule = |host: &str, port| match judge_connect(&a, client, host, port, sw) {
+            Verdict::Allow => None,
+            Verdict::Refuse(r) => Some(r.rule),
+        };
+        assert_eq!(rule("dev.example.com", 3306), Some(Rule::TcpPort));
+        assert_eq!(rule("dev.example.com", 9000), None);
+        assert_eq!(rule("api.example.com", 443), None);
+        assert_eq!(rule("nowhere.example.com", 443), Some(Rule::DomainList));
+        // A LAN address may carry https at any port: judged inside the tunnel.
+        assert_eq!(rule("192.168.1.30", 3306), None);
+    }
+}
+
+mod webviews {
+    use super::*;
+    use crate::policy::{judge_navigation, webview_kind, WebView};
+
+    #[test]
+    fn web_view_traffic_is_told_by_its_marks() {
+        let ua = Some("Mozilla/5.0 ... MicroMessenger/8.0 miniProgram");
+        let plain = Some("Mozilla/5.0 Chrome/120");
+        // (X-Wxsandbox-Api, User-Agent, Sec-Fetch-Dest, any Sec-Fetch-*) -> kind
+        let rows = [
+            (Some("webview"), None, None, false, WebView::Navigation),
+            (None, ua, Some("document"), true, WebView::Navigation),
+            (None, ua, Some("iframe"), true, WebView::Navigation),
+            (None, ua, Some("empty"), true, WebView::Subresource),
+            (None, ua, Some("image"), true, WebView::Subresource),
+            (None, ua, None, false, WebView::No),
+            (None, plain, Some("document"), true, WebView::No),
+            (Some("request"), ua, None, false, WebView::No),
+        ];
+        for (api, agent, dest, sec, want) in rows {
+            assert_eq!(
+                webview_kind(api, agent, dest, sec),
+                want,
+                "{api:?} {agent:?} {dest:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn navigations_need_a_business_domain_or_a_subdomain_of_one() {
+        let mut a = standard();
+        a.business_domains = vec!["biz.example.com".to_owned()];
+        let sw = Switches {
+            skip_domain_check: false,
+            lan_prefix: 24,
+        };
+        let rows = [
+            ("https://biz.example.com/", true),
+            ("https://shop.biz.example.com/a?b", true),
+            ("https://BIZ.example.com./", true),
+            ("https://notbiz.example.com/", false),
+            ("https://example.com/", false),
+            ("http://biz.example.com/", false),
+            ("https://biz.example.com:8443/", false),
+            ("https://192.168.1.2/", false),
+            ("https://evil.example\\biz.example.com/", false),
+        ];
+        for (url, allowed) in rows {
+            let verdict = judge_navigation(&a, url, sw);
+            assert_eq!(verdict == Verdict::Allow, allowed, "{url}: {verdict:?}");
+            if let Verdict::Refuse(r) = verdict {
+                assert_eq!(
+                    (r.status, r.errno, r.rule),
+                    (403, 600002, Rule::BusinessDomain)
+                );
+            }
+        }
+        let skip = Switches {
+            skip_domain_check: true,
+            lan_prefix: 24,
+        };
+        assert_eq!(
+            judge_navigation(&a, "https://example.com/", skip),
+            Verdict::Allow
+        );
     }
 }

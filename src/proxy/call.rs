@@ -1,23 +1,27 @@
-//! One call's life after its verdict: the record it leaves in the call log, and the response
-//! body that holds the call's slot, watches its deadline and the background cut, and counts bytes.
+//! One call's life after its verdict: the record it leaves in the call log, the clock that races
+//! every wait against its deadline and the background cut, and, once the response head is out,
+//! the watchdog that ends the call at its deadline or cut even when the client stops reading.
 
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 
 use crate::calllog::{Outcome, Record};
-use crate::policy::Refusal;
-use crate::proxy::body::BoxError;
+use crate::instances::Instance;
+use crate::policy::{Api, Refusal};
+use crate::proxy::body::{Body, BoxError};
+use crate::proxy::conn::ActivityGuard;
 use crate::state::Shared;
 
 /// What is known of a call when it arrives.
@@ -93,7 +97,8 @@ pub(crate) fn record(
         method: meta.method,
         url: meta.url,
         outcome,
-        status: refusal.map(|r| r.status).or(end.status),
+        // What the client was sent: nothing for a refusal that failed at the transport.
+        status: end.status,
         errno: refusal.map(|r| r.errno),
         errmsg: refusal.map(|r| r.errmsg.clone()),
         rule: refusal.map(|r| r.rule.as_str()),
@@ -115,21 +120,31 @@ pub(crate) fn outcome_of(refusal: &Refusal) -> Outcome {
         Rule::Timeout => Outcome::Timeout,
         Rule::Interrupted => Outcome::Interrupted,
         Rule::Upstream | Rule::Tls => Outcome::UpstreamError,
+        Rule::ClientError => Outcome::Aborted,
         _ => Outcome::Refused,
     }
 }
 
 pin_project! {
-    /// Counts the bytes of a request body as the upstream reads them.
+    /// Counts the bytes of a request body as the upstream reads them, and remembers whether the
+    /// client's own body was broken (a bad chunk size), so that is not blamed on the server.
     pub(crate) struct Counted<B> {
         #[pin]
         inner: B,
-        count: Arc<AtomicU64>,
+        count: Arc<RequestBody>,
     }
 }
 
+/// What the upstream read of a request body.
+#[derive(Debug, Default)]
+pub(crate) struct RequestBody {
+    pub bytes: AtomicU64,
+    /// The client's body ended with an error (malformed framing, connection lost).
+    pub client_error: AtomicBool,
+}
+
 impl<B> Counted<B> {
-    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
+    pub fn new(inner: B, count: Arc<RequestBody>) -> Self {
         Counted { inner, count }
     }
 }
@@ -144,10 +159,16 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for Counted<B> {
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                this.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.count
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
             }
+            Poll::Ready(Some(Err(_))) => this.count.client_error.store(true, Ordering::Relaxed),
+            _ => {}
         }
         polled
     }
@@ -159,59 +180,168 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for Counted<B> {
     }
 }
 
-/// The pieces a tracked response needs to finish its call.
-pub(crate) struct Tracking {
+/// Why a call was cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    Timeout,
+    Interrupted,
+}
+
+/// A call's deadline and its instance's background cut: one timer and one cut future per call,
+/// shared by every wait (queue, upstream, decoding) and then by the watchdog.
+pub(crate) struct Clock {
+    deadline: Pin<Box<Sleep>>,
+    cut: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Clock {
+    /// `instance`: whose background cut ends the call; `None` for a call the background
+    /// doesn't cut (a CORS preflight).
+    pub fn new(deadline: Instant, instance: Option<Arc<Instance>>) -> Self {
+        let cut: Pin<Box<dyn Future<Output = ()> + Send>> = match instance {
+            Some(instance) => Box::pin(async move { instance.cut().await }),
+            None => Box::pin(std::future::pending()),
+        };
+        Clock {
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            cut,
+        }
+    }
+
+    /// Run `fut` unless the call is cut or times out first.
+    pub async fn race<F: Future>(&mut self, fut: F) -> Result<F::Output, Cut> {
+        tokio::select! {
+            biased;
+            () = &mut self.cut => Err(Cut::Interrupted),
+            () = &mut self.deadline => Err(Cut::Timeout),
+            out = fut => Ok(out),
+        }
+    }
+
+    /// Resolves when the call is to be cut.
+    async fn fired(&mut self) -> Cut {
+        match self.race(std::future::pending::<()>()).await {
+            Err(cut) => cut,
+            Ok(()) => Cut::Timeout,
+        }
+    }
+}
+
+/// What a cut call's record says, and how to end its transport.
+pub(crate) struct CutInfo {
+    pub api: Api,
+    pub url: Arc<str>,
+    pub timeout_ms: u64,
+    pub grace_ms: u64,
+    /// Ends the transport: the HTTP/2 stream (reset) or the HTTP/1.1 connection (closed).
+    pub kill: CancellationToken,
+}
+
+impl CutInfo {
+    pub fn refusal(&self, cut: Cut) -> Refusal {
+        match cut {
+            Cut::Timeout => Refusal::timeout(self.api, &self.url, self.timeout_ms),
+            Cut::Interrupted => Refusal::interrupted(self.api, &self.url, self.grace_ms),
+        }
+    }
+}
+
+/// A call whose response head is out: what finishing it needs.
+pub(crate) struct Live {
     pub shared: Arc<Shared>,
     pub meta: CallMeta,
     pub end: End,
-    pub bytes_up: Arc<AtomicU64>,
-    /// The call's slot: released when the body ends or is dropped (client gone).
+    pub request_body: Arc<RequestBody>,
+    /// The call's slot: released when the call ends, whoever ends it.
     pub permit: Option<OwnedSemaphorePermit>,
-    pub deadline: Option<Pin<Box<Sleep>>>,
-    pub cut: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The upstream response body (decoded); dropped with the call.
+    pub body: Body,
+    /// `Content-Length` of what the client is sent, when known.
+    pub expected: Option<u64>,
+    /// Keeps the connection busy (not idle) until the call ends.
+    #[allow(dead_code)]
+    pub activity: ActivityGuard,
 }
 
-impl Tracking {
-    fn finish(mut self, outcome: Outcome) {
-        self.permit.take();
-        self.end.bytes_up = self.bytes_up.load(Ordering::Relaxed);
-        let refusal = None;
-        record(&self.shared, self.meta, outcome, refusal, self.end);
-    }
+/// The call shared by its response body and its watchdog: whoever ends it first records it.
+struct CallCtl {
+    live: Mutex<Option<(Live, oneshot::Sender<()>)>>,
+    /// The body was delivered in full.
+    complete: AtomicBool,
+    cut: CutInfo,
 }
 
-pin_project! {
-    /// A response body that finishes its call: records it once (ok when fully sent, aborted when
-    /// the client went away, timeout/interrupted when cut) and releases its slot.
-    pub(crate) struct Tracked<B> {
-        #[pin]
-        inner: B,
-        tracking: Option<Tracking>,
-    }
-
-    impl<B> PinnedDrop for Tracked<B> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(tracking) = this.tracking.take() {
-                tracking.finish(Outcome::Aborted);
-            }
+impl CallCtl {
+    fn finish(&self, outcome: Outcome) {
+        let taken = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((live, _done)) = taken {
+            finish_live(live, outcome, None);
         }
     }
-}
 
-impl<B> Tracked<B> {
-    pub fn new(inner: B, tracking: Tracking) -> Self {
-        Tracked {
-            inner,
-            tracking: Some(tracking),
-        }
+    /// The watchdog fired: record the cut, free the slot, end the transport.
+    fn cut(&self, cut: Cut) {
+        let taken = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some((live, _done)) = taken else { return };
+        let refusal = self.cut.refusal(cut);
+        tracing::info!(app = live.meta.appid.as_deref().unwrap_or("-"), client = %live.meta.client,
+            api = refusal.api.as_str(), url = %refusal.url, rule = refusal.rule.as_str(),
+            bytes.down = live.end.bytes_down, "cut mid-response");
+        finish_live(live, outcome_of(&refusal), Some(&refusal));
+        self.cut.kill.cancel();
     }
 }
 
-impl<B> HttpBody for Tracked<B>
-where
-    B: HttpBody<Data = Bytes, Error = BoxError>,
-{
+fn finish_live(mut live: Live, outcome: Outcome, refusal: Option<&Refusal>) {
+    live.permit.take();
+    live.end.bytes_up = live.request_body.bytes.load(Ordering::Relaxed);
+    let Live {
+        shared, meta, end, ..
+    } = live;
+    record(&shared, meta, outcome, refusal, end);
+}
+
+/// Hand the response body to the client under a watchdog: at the deadline or the cut the call
+/// ends at once (slot freed, recorded, transport ended), whether or not the client reads.
+pub(crate) fn track(live: Live, mut clock: Clock, cut: CutInfo) -> Body {
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let ctl = Arc::new(CallCtl {
+        live: Mutex::new(Some((live, done_tx))),
+        complete: AtomicBool::new(false),
+        cut,
+    });
+    let watched = ctl.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            biased;
+            _ = done_rx => {}
+            cut = clock.fired() => watched.cut(cut),
+        }
+    });
+    http_body_util::BodyExt::boxed_unsync(Tracked { ctl })
+}
+
+/// The response body of a tracked call.
+struct Tracked {
+    ctl: Arc<CallCtl>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away (or the stream was reset).
+        self.ctl.finish(Outcome::Aborted);
+    }
+}
+
+impl HttpBody for Tracked {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -219,63 +349,51 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let Some(tracking) = this.tracking.as_mut() else {
-            return this.inner.poll_frame(cx);
+        let ctl = &self.ctl;
+        let mut guard = ctl.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some((live, _)) = guard.as_mut() else {
+            if ctl.complete.load(Ordering::Relaxed) {
+                return Poll::Ready(None);
+            }
+            return Poll::Ready(Some(Err("the call was cut (timeout or background)".into())));
         };
-        if tracking
-            .cut
-            .as_mut()
-            .is_some_and(|cut| cut.as_mut().poll(cx).is_ready())
-        {
-            if let Some(t) = this.tracking.take() {
-                t.finish(Outcome::Interrupted);
-            }
-            return Poll::Ready(Some(Err(
-                "interrupted: the app went to the background".into()
-            )));
-        }
-        if tracking
-            .deadline
-            .as_mut()
-            .is_some_and(|d| d.as_mut().poll(cx).is_ready())
-        {
-            if let Some(t) = this.tracking.take() {
-                t.finish(Outcome::Timeout);
-            }
-            return Poll::Ready(Some(
-                Err("timeout while the response was being sent".into()),
-            ));
-        }
-        match this.inner.poll_frame(cx) {
+        let polled = Pin::new(&mut live.body).poll_frame(cx);
+        let ended = match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    tracking.end.bytes_down += data.len() as u64;
+                    live.end.bytes_down += data.len() as u64;
                 }
-                Poll::Ready(Some(Ok(frame)))
+                live.body.is_end_stream() || live.expected == Some(live.end.bytes_down)
             }
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(t) = this.tracking.take() {
-                    t.finish(Outcome::UpstreamError);
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Err(_))) => {
+                if let Some((live, _done)) = guard.take() {
+                    drop(guard);
+                    finish_live(live, Outcome::UpstreamError, None);
                 }
-                Poll::Ready(Some(Err(e)))
+                return polled;
             }
-            Poll::Ready(None) => {
-                if let Some(t) = this.tracking.take() {
-                    t.finish(Outcome::Ok);
-                }
-                Poll::Ready(None)
+            Poll::Pending => false,
+        };
+        if ended {
+            ctl.complete.store(true, Ordering::Relaxed);
+            if let Some((live, _done)) = guard.take() {
+                drop(guard);
+                finish_live(live, Outcome::Ok, None);
             }
-            Poll::Pending => Poll::Pending,
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        // Until the call is recorded, make hyper poll to the end, so the record is "ok".
-        self.tracking.is_none() && self.inner.is_end_stream()
+        self.ctl.complete.load(Ordering::Relaxed)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let guard = self.ctl.live.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some((live, _)) => live.body.size_hint(),
+            None => SizeHint::default(),
+        }
     }
 }

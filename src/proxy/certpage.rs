@@ -1,7 +1,17 @@
 //! `http://wxsandbox.cert/` through the proxy: the CA for phones, with iOS and Android steps.
+//!
+//! | path | what |
+//! |---|---|
+//! | `/` | the page |
+//! | `/ca.pem` | PEM, `application/x-pem-file`, as a download |
+//! | `/ca.crt` | DER, `application/x-x509-ca-cert`, as a download (Android's installer) |
+//! | `/ca-ios.pem` | PEM, `application/x-x509-ca-cert`, `inline` (what mitmproxy's mitm.it gives iOS: Safari hands it to the profile installer) |
+//! | `/ca.mobileconfig` | an Apple configuration profile (`application/x-apple-aspen-config`) with one `com.apple.security.root` payload: the CA |
 
+use base64::Engine;
 use http::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
 
 use crate::proxy::answer;
 use crate::proxy::body::{full, Body};
@@ -15,6 +25,8 @@ pub(crate) fn serve<B>(req: &Request<B>, shared: &Shared) -> Response<Body> {
         "/" | "/index.html" => html(page(shared)),
         "/ca.pem" => ca_pem(shared),
         "/ca.crt" => ca_der(shared),
+        "/ca-ios.pem" => ca_ios(shared),
+        "/ca.mobileconfig" => ca_mobileconfig(shared),
         _ => answer::status_only(
             StatusCode::NOT_FOUND,
             "not found: try http://wxsandbox.cert/",
@@ -40,14 +52,119 @@ pub fn ca_der(shared: &Shared) -> Response<Body> {
     )
 }
 
+/// The CA as PEM for iOS: `application/x-x509-ca-cert`, `Content-Disposition: inline`, as
+/// mitmproxy's mitm.it serves it, so Safari offers to install it as a profile.
+pub fn ca_ios(shared: &Shared) -> Response<Body> {
+    with_disposition(
+        shared.ca.cert_pem().as_bytes().to_vec(),
+        "application/x-x509-ca-cert",
+        "inline",
+        "wxsandbox-ca.pem",
+    )
+}
+
+/// The CA in an Apple configuration profile (`application/x-apple-aspen-config`).
+pub fn ca_mobileconfig(shared: &Shared) -> Response<Body> {
+    with_disposition(
+        mobileconfig(shared.ca.cert_der(), &shared.ca.subject()).into_bytes(),
+        "application/x-apple-aspen-config",
+        "attachment",
+        "wxsandbox-ca.mobileconfig",
+    )
+}
+
 fn download(bytes: Vec<u8>, content_type: &'static str, name: &str) -> Response<Body> {
+    with_disposition(bytes, content_type, "attachment", name)
+}
+
+fn with_disposition(
+    bytes: Vec<u8>,
+    content_type: &'static str,
+    disposition: &str,
+    name: &str,
+) -> Response<Body> {
     let mut response = Response::new(full(bytes));
     let h = response.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+    if let Ok(v) = HeaderValue::from_str(&format!("{disposition}; filename=\"{name}\"")) {
         h.insert(CONTENT_DISPOSITION, v);
     }
     response
+}
+
+/// A UUID (RFC 9562 version 8, custom) from 16 bytes of a digest: stable for one CA.
+fn uuid_from(bytes: &[u8]) -> String {
+    let mut b = [0u8; 16];
+    for (slot, byte) in b.iter_mut().zip(bytes) {
+        *slot = *byte;
+    }
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02X}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// The configuration profile: one `com.apple.security.root` payload carrying the CA's DER
+/// (base64 in `<data>`). Its UUIDs and identifiers come from the CA's SHA-256, so serving it
+/// again gives the same profile, and a new CA a new one.
+pub fn mobileconfig(der: &[u8], subject: &str) -> String {
+    let digest = Sha256::digest(der);
+    let payload_uuid = uuid_from(&digest[..16]);
+    let profile_uuid = uuid_from(&digest[16..]);
+    let short: String = digest[..8].iter().map(|x| format!("{x:02x}")).collect();
+    let data = base64::engine::general_purpose::STANDARD.encode(der);
+    let subject = html_escape(subject);
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0">
+<dict>
+	<key>PayloadContent</key>
+	<array>
+		<dict>
+			<key>PayloadCertificateFileName</key>
+			<string>wxsandbox-ca.cer</string>
+			<key>PayloadContent</key>
+			<data>{data}</data>
+			<key>PayloadDescription</key>
+			<string>Adds the wxsandbox CA as a trusted root: {subject}</string>
+			<key>PayloadDisplayName</key>
+			<string>wxsandbox CA</string>
+			<key>PayloadIdentifier</key>
+			<string>cert.wxsandbox.ca.{short}</string>
+			<key>PayloadType</key>
+			<string>com.apple.security.root</string>
+			<key>PayloadUUID</key>
+			<string>{payload_uuid}</string>
+			<key>PayloadVersion</key>
+			<integer>1</integer>
+		</dict>
+	</array>
+	<key>PayloadDescription</key>
+	<string>The CA of wxsandbox, the WeChat mini program network sandbox on your computer. After installing, enable full trust in Settings &gt; General &gt; About &gt; Certificate Trust Settings.</string>
+	<key>PayloadDisplayName</key>
+	<string>wxsandbox CA</string>
+	<key>PayloadIdentifier</key>
+	<string>cert.wxsandbox.profile.{short}</string>
+	<key>PayloadRemovalDisallowed</key>
+	<false/>
+	<key>PayloadType</key>
+	<string>Configuration</string>
+	<key>PayloadUUID</key>
+	<string>{profile_uuid}</string>
+	<key>PayloadVersion</key>
+	<integer>1</integer>
+</dict>
+</plist>
+"#
+    )
 }
 
 fn html(text: String) -> Response<Body> {
@@ -71,12 +188,14 @@ fn page(shared: &Shared) -> String {
 </head><body>
 <h1>wxsandbox CA</h1>
 <p>Install this CA so the sandbox can see your mini program's HTTPS and WSS calls.</p>
-<a class="b" href="/ca.pem">iOS: download profile (ca.pem)</a>
+<a class="b" href="/ca.mobileconfig">iOS: download profile (.mobileconfig)</a>
+<a class="b" href="/ca-ios.pem">iOS: the certificate alone (ca.pem)</a>
 <a class="b" href="/ca.crt">Android: download certificate (ca.crt)</a>
 <p>CA: {subject}<br>SHA-256: <code>{fingerprint}</code></p>
 <h2>iOS</h2>
 <ol>
-<li>Open this page in <b>Safari</b> and tap <i>iOS: download profile</i>; allow the download.</li>
+<li>Open this page in <b>Safari</b> and tap <i>iOS: download profile</i>; allow the download.
+(If a profile is refused, <i>the certificate alone</i> gives the same CA as a plain certificate.)</li>
 <li>Settings &gt; General &gt; VPN &amp; Device Management &gt; the wxsandbox profile &gt; Install.</li>
 <li>Settings &gt; General &gt; About &gt; Certificate Trust Settings &gt; enable <b>full trust</b> for the wxsandbox CA.
 Without this step iOS installs the profile but does not trust it for TLS.</li>

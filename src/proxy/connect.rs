@@ -6,19 +6,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tracing::{debug, Instrument};
 
-use crate::policy::{self, AppHints, Verdict};
+use crate::policy::{self, Api, AppHints, Refusal, Verdict};
+use crate::proxy::admit::APPID_HEADER;
+use crate::proxy::body::BoxError;
 use crate::proxy::body::{empty, Body};
-use crate::proxy::call::CallMeta;
-use crate::proxy::forward::{refuse, APPID_HEADER};
-use crate::proxy::headers::get_str;
+use crate::proxy::call::{outcome_of, record, CallMeta, End};
+use crate::proxy::forward;
+use crate::proxy::headers::{get_str, head_size};
 use crate::proxy::rewind::Rewind;
-use crate::proxy::{answer, certpage, mitm, tunnel, ConnInfo, TunnelInfo};
+use crate::proxy::{answer, certpage, mitm, tunnel, ConnInfo, TunnelInfo, MAX_HEADER_BYTES};
+use crate::state::Shared;
 
 /// How long to wait for the client's first bytes in a tunnel. A client that says nothing first
 /// (a server-first TCP protocol) gets a raw tunnel after this.
@@ -26,55 +29,43 @@ pub const PEEK_TIMEOUT: Duration = Duration::from_millis(500);
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
-    let Some(authority) = req.uri().authority().cloned() else {
-        return answer::status_only(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
-    };
-    let Some(port) = authority.port_u16() else {
-        return answer::status_only(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
-    };
-    let host = authority.host().to_ascii_lowercase();
-    if host.is_empty() || port == 0 {
-        return answer::status_only(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+/// The service of the outer connection: CONNECT, or an absolute-form request.
+pub(crate) async fn outer(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+) -> Result<Response<Body>, BoxError> {
+    if req.method() == Method::CONNECT {
+        let _busy = conn.activity.begin();
+        return Ok(handle(req, conn));
     }
+    forward::call(req, conn).await
+}
+
+pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
+    let Some((host, port)) = authority(&req) else {
+        return answer::status_only(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
     let h = req.headers();
     let tunnel = TunnelInfo {
-        host: host.clone(),
+        host,
         port,
         proxy_authorization: get_str(h, "proxy-authorization").map(str::to_owned),
         appid_header: get_str(h, APPID_HEADER).map(str::to_owned),
     };
-    debug!(target = %authority, authenticated = tunnel.proxy_authorization.is_some(), "CONNECT");
-    let shared = conn.shared.clone();
-    if !host.eq_ignore_ascii_case(certpage::CERT_HOST) {
-        let hints = AppHints {
-            proxy_authorization: tunnel.proxy_authorization.as_deref(),
-            appid_header: tunnel.appid_header.as_deref(),
-            referer: None,
-            client: conn.client.ip(),
-        };
-        // Without an app yet, the inner requests are identified (Referer, header) and judged.
-        if let Some(app) = policy::identify_app(&shared.config, &hints) {
-            if let Verdict::Refuse(refusal) =
-                policy::judge_connect(app, conn.client.ip(), &host, port, shared.switches())
-            {
-                let mut meta = CallMeta::new(
-                    &shared,
-                    conn.client.ip(),
-                    "CONNECT",
-                    &refusal.url,
-                    h,
-                    req.version(),
-                );
-                meta.appid = Some(app.appid.clone());
-                return refuse(&shared, meta, &refusal, None);
-            }
-        }
+    debug!(target.host = %tunnel.host, target.port = port,
+        authenticated = tunnel.proxy_authorization.is_some(), "CONNECT");
+    if let Some(refusal) = judge(&req, &conn, &tunnel) {
+        return refusal;
     }
     let on_upgrade = hyper::upgrade::on(req);
-    let span = tracing::debug_span!("tunnel", target.host = %host, target.port = port);
+    let span = tracing::debug_span!("tunnel", target.host = %tunnel.host, target.port = port);
+    let shared = conn.shared.clone();
     shared.shutdown.tracker.spawn(
         async move {
+            // Mint the leaf now, while the 200 goes out and the ClientHello comes in.
+            if let Err(e) = conn.shared.leaves.server_config(&tunnel.host) {
+                debug!(error = %e, "could not mint a leaf ahead of the handshake");
+            }
             match on_upgrade.await {
                 Ok(upgraded) => serve_tunnel(TokioIo::new(upgraded), conn, tunnel).await,
                 Err(e) => debug!(error = %e, "CONNECT upgrade failed"),
@@ -83,6 +74,76 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
         .instrument(span),
     );
     Response::new(empty())
+}
+
+/// The CONNECT's host (normalised once: judged, minted for and routed alike) and port.
+fn authority(req: &Request<Incoming>) -> Option<(String, u16)> {
+    let authority = req.uri().authority()?;
+    let port = authority.port_u16().filter(|p| *p != 0)?;
+    let host = policy::normalize_target_host(authority.host())?;
+    Some((host, port))
+}
+
+/// The refusals known at the CONNECT: a head over the limit, and an authority no API of the
+/// identified app could allow. Without an app yet, the inner requests are identified
+/// (Referer, header) and judged one by one.
+fn judge(req: &Request<Incoming>, conn: &ConnInfo, tunnel: &TunnelInfo) -> Option<Response<Body>> {
+    let shared = &conn.shared;
+    let (host, port) = (&tunnel.host, tunnel.port);
+    let meta = |url: &str| {
+        CallMeta::new(
+            shared,
+            conn.client.ip(),
+            "CONNECT",
+            url,
+            req.headers(),
+            req.version(),
+        )
+    };
+    let size = head_size(req);
+    if size > MAX_HEADER_BYTES {
+        let url = format!("https://{host}:{port}");
+        let refusal = Refusal::head_too_large(Api::Request, &url, size, MAX_HEADER_BYTES);
+        return Some(refuse_connect(shared, meta(&url), &refusal));
+    }
+    if host == certpage::CERT_HOST {
+        return None;
+    }
+    let hints = AppHints {
+        proxy_authorization: tunnel.proxy_authorization.as_deref(),
+        appid_header: tunnel.appid_header.as_deref(),
+        referer: None,
+        client: conn.client.ip(),
+    };
+    let config = shared.config();
+    let app = policy::identify_app(&config, &hints)?;
+    let verdict = policy::judge_connect(app, conn.client.ip(), host, port, shared.switches());
+    let Verdict::Refuse(refusal) = verdict else {
+        return None;
+    };
+    // A tunnel may carry a web-view page to any host: judged request by request.
+    if !app.business_domains.is_empty() && refusal.rule != policy::Rule::ForbiddenHost {
+        return None;
+    }
+    let mut meta = meta(&refusal.url);
+    meta.appid = Some(app.appid.clone());
+    meta.api = refusal.api.as_str();
+    Some(refuse_connect(shared, meta, &refusal))
+}
+
+/// A refusal known at the CONNECT: always answered (clients treat a refused tunnel as a
+/// network error, whatever the style), logged and recorded.
+fn refuse_connect(shared: &Shared, meta: CallMeta, refusal: &Refusal) -> Response<Body> {
+    tracing::info!(app = meta.appid.as_deref().unwrap_or("-"), client = %meta.client,
+        api = refusal.api.as_str(), url = %refusal.url, rule = refusal.rule.as_str(),
+        errmsg = %refusal.errmsg, "refused at CONNECT");
+    let response = answer::refusal(refusal, meta.appid.as_deref(), None);
+    let end = End {
+        status: Some(refusal.status),
+        ..End::default()
+    };
+    record(shared, meta, outcome_of(refusal), Some(refusal), end);
+    response
 }
 
 async fn serve_tunnel(

@@ -113,18 +113,8 @@ fn compressed(headers: &HeaderMap) -> bool {
 /// The `String` is the detail for the 602302 refusal.
 pub async fn decode_response(response: Response<Body>) -> Result<Response<Body>, String> {
     // Owned copies, so that no borrow of the headers lives across the awaits below.
-    let (content_type, label) = {
-        let headers = response.headers();
-        if compressed(headers) {
-            return Ok(response);
-        }
-        let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-            return Ok(response);
-        };
-        let Some(text) = text_type(content_type) else {
-            return Ok(response);
-        };
-        (content_type.to_owned(), text.charset.map(str::to_owned))
+    let Some((content_type, label)) = declared_text(response.headers()) else {
+        return Ok(response);
     };
     let encoding = match label.as_deref() {
         None => UTF_8,
@@ -157,52 +147,74 @@ pub async fn decode_response(response: Response<Body>) -> Result<Response<Body>,
             .and_then(|s| s.trim().parse::<u64>().ok())
     });
     let converter = Converter::new(encoding, label.unwrap_or_else(|| "utf-8".to_owned()));
-
-    if encoding == UTF_8 {
-        let Some(length) = known else {
+    match known {
+        Some(length) if encoding == UTF_8 => {
+            Ok(utf8_with_length(parts, body, converter, length).await)
+        }
+        Some(n) if n <= BUFFER_LIMIT => buffered(parts, body, converter).await,
+        _ => {
             parts.headers.remove(CONTENT_LENGTH);
-            return Ok(Response::from_parts(
+            Ok(Response::from_parts(
                 parts,
                 Decoded::new(body, converter).boxed_unsync(),
-            ));
-        };
-        // Await the first bytes so the Content-Length sent is exact.
-        let mut decoded = Decoded::new(body, converter);
-        let first = decoded.frame().await;
-        let stripped = decoded.converter.bom_stripped;
-        let length = if stripped {
-            length.saturating_sub(BOM.len() as u64)
-        } else {
-            length
-        };
-        decoded.replay(first, length);
-        parts
-            .headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(length));
-        return Ok(Response::from_parts(parts, decoded.boxed_unsync()));
+            ))
+        }
     }
+}
 
-    if known.is_some_and(|n| n <= BUFFER_LIMIT) {
-        let bytes = match read_whole(body).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                // Not a charset failure: the client sees the read error, as without decoding.
-                parts.headers.remove(CONTENT_LENGTH);
-                return Ok(Response::from_parts(parts, Failed(Some(e)).boxed_unsync()));
-            }
-        };
-        let mut converter = converter;
-        let converted = converter.push(bytes, true).map_err(|m| m.to_string())?;
-        parts
-            .headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(converted.len()));
-        return Ok(Response::from_parts(parts, body::full(converted)));
+/// The Content-Type and declared charset of an uncompressed text response; `None` for
+/// anything decoding leaves alone.
+fn declared_text(headers: &http::HeaderMap) -> Option<(String, Option<String>)> {
+    if compressed(headers) {
+        return None;
     }
-    parts.headers.remove(CONTENT_LENGTH);
-    Ok(Response::from_parts(
-        parts,
-        Decoded::new(body, converter).boxed_unsync(),
-    ))
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok())?;
+    let text = text_type(content_type)?;
+    Some((content_type.to_owned(), text.charset.map(str::to_owned)))
+}
+
+/// UTF-8 with a known length: streamed, after the first bytes tell whether a BOM goes, so the
+/// Content-Length sent is exact.
+async fn utf8_with_length(
+    mut parts: http::response::Parts,
+    body: Body,
+    converter: Converter,
+    length: u64,
+) -> Response<Body> {
+    let mut decoded = Decoded::new(body, converter);
+    let first = decoded.frame().await;
+    let length = if decoded.converter.bom_stripped {
+        length.saturating_sub(BOM.len() as u64)
+    } else {
+        length
+    };
+    decoded.replay(first, length);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    Response::from_parts(parts, decoded.boxed_unsync())
+}
+
+/// Another charset, at most [`BUFFER_LIMIT`] bytes: converted whole, so a bad byte is refused
+/// before anything is sent, and the length is exact.
+async fn buffered(
+    mut parts: http::response::Parts,
+    body: Body,
+    mut converter: Converter,
+) -> Result<Response<Body>, String> {
+    let bytes = match read_whole(body).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            // Not a charset failure: the client sees the read error, as without decoding.
+            parts.headers.remove(CONTENT_LENGTH);
+            return Ok(Response::from_parts(parts, Failed(Some(e)).boxed_unsync()));
+        }
+    };
+    let converted = converter.push(bytes, true).map_err(|m| m.to_string())?;
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(converted.len()));
+    Ok(Response::from_parts(parts, body::full(converted)))
 }
 
 /// Read a body whose length is known to be at most [`BUFFER_LIMIT`], refusing to hold more
@@ -303,76 +315,86 @@ impl Converter {
                     held.extend_from_slice(&data);
                     std::mem::take(held).freeze()
                 };
-                if head.len() < BOM.len() && !last && BOM.starts_with(&head) {
+                match self.head(head, last) {
+                    Some(rest) => rest,
                     // Maybe a BOM split across frames: wait for more.
-                    self.state = State::Head(BytesMut::from(&head[..]));
-                    return Ok(Bytes::new());
-                }
-                if head.starts_with(BOM) {
-                    self.bom_stripped = true;
-                    self.consumed += BOM.len() as u64;
-                    self.state = State::Pass;
-                    head.slice(BOM.len()..)
-                } else {
-                    self.state = if self.encoding == UTF_8 {
-                        State::Pass
-                    } else {
-                        State::Decode {
-                            decoder: self.encoding.new_decoder_without_bom_handling(),
-                            feff: true,
-                        }
-                    };
-                    head
+                    None => return Ok(Bytes::new()),
                 }
             }
             _ => data,
         };
-        match &mut self.state {
-            State::Head(_) | State::Pass => {
-                self.consumed += data.len() as u64;
-                Ok(data)
+        if matches!(self.state, State::Decode { .. }) {
+            return self.decode(&data, last);
+        }
+        self.consumed += data.len() as u64;
+        Ok(data)
+    }
+
+    /// The first bytes: a UTF-8 BOM goes, then the state for the rest; `None` to wait for more.
+    fn head(&mut self, head: Bytes, last: bool) -> Option<Bytes> {
+        if head.len() < BOM.len() && !last && BOM.starts_with(&head) {
+            self.state = State::Head(BytesMut::from(&head[..]));
+            return None;
+        }
+        if head.starts_with(BOM) {
+            self.bom_stripped = true;
+            self.consumed += BOM.len() as u64;
+            self.state = State::Pass;
+            return Some(head.slice(BOM.len()..));
+        }
+        self.state = if self.encoding == UTF_8 {
+            State::Pass
+        } else {
+            State::Decode {
+                decoder: self.encoding.new_decoder_without_bom_handling(),
+                feff: true,
             }
-            State::Decode { decoder, feff } => {
-                let mut out = String::with_capacity(
-                    decoder
-                        .max_utf8_buffer_length_without_replacement(data.len())
-                        .unwrap_or(data.len()),
-                );
-                let mut read = 0;
-                loop {
-                    let (result, n) =
-                        decoder.decode_to_string_without_replacement(&data[read..], &mut out, last);
-                    read += n;
-                    match result {
-                        DecoderResult::InputEmpty => break,
-                        // Can't happen with the capacity above; grow and go on if it does.
-                        DecoderResult::OutputFull => out.reserve(data.len() - read + 16),
-                        DecoderResult::Malformed(bad, after) => {
-                            let end = read - usize::from(after);
-                            let start = end.saturating_sub(usize::from(bad));
-                            let offset =
-                                (self.consumed + end as u64).saturating_sub(u64::from(bad));
-                            return Err(Malformed {
-                                label: self.label.clone(),
-                                encoding: self.encoding,
-                                offset,
-                                bytes: data[start..end].to_vec(),
-                                truncated: last && end == data.len() && after == 0,
-                            });
-                        }
-                    }
+        };
+        Some(head)
+    }
+
+    /// Another charset to UTF-8, refusing malformed bytes with their offset.
+    fn decode(&mut self, data: &[u8], last: bool) -> Result<Bytes, Malformed> {
+        let State::Decode { decoder, feff } = &mut self.state else {
+            return Ok(Bytes::copy_from_slice(data));
+        };
+        let mut out = String::with_capacity(
+            decoder
+                .max_utf8_buffer_length_without_replacement(data.len())
+                .unwrap_or(data.len()),
+        );
+        let mut read = 0;
+        loop {
+            let (result, n) =
+                decoder.decode_to_string_without_replacement(&data[read..], &mut out, last);
+            read += n;
+            match result {
+                DecoderResult::InputEmpty => break,
+                // Can't happen with the capacity above; grow and go on if it does.
+                DecoderResult::OutputFull => out.reserve(data.len() - read + 16),
+                DecoderResult::Malformed(bad, after) => {
+                    let end = read - usize::from(after);
+                    let start = end.saturating_sub(usize::from(bad));
+                    let offset = (self.consumed + end as u64).saturating_sub(u64::from(bad));
+                    return Err(Malformed {
+                        label: self.label.clone(),
+                        encoding: self.encoding,
+                        offset,
+                        bytes: data[start..end].to_vec(),
+                        truncated: last && end == data.len() && after == 0,
+                    });
                 }
-                self.consumed += data.len() as u64;
-                if *feff && !out.is_empty() {
-                    *feff = false;
-                    if let Some(rest) = out.strip_prefix('\u{FEFF}') {
-                        self.bom_stripped = true;
-                        return Ok(Bytes::copy_from_slice(rest.as_bytes()));
-                    }
-                }
-                Ok(Bytes::from(out))
             }
         }
+        self.consumed += data.len() as u64;
+        if *feff && !out.is_empty() {
+            *feff = false;
+            if let Some(rest) = out.strip_prefix('\u{FEFF}') {
+                self.bom_stripped = true;
+                return Ok(Bytes::copy_from_slice(rest.as_bytes()));
+            }
+        }
+        Ok(Bytes::from(out))
     }
 }
 

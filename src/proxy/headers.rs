@@ -72,6 +72,27 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// About how many bytes a request head took: the request line and every `name: value\r\n`.
+/// The same count for HTTP/1.1 and HTTP/2, so one limit means the same everywhere.
+pub fn head_size<B>(req: &http::Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
+/// `Content-Length`, when there is exactly one and it is a number.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()?.trim().parse().ok()
+}
+
 /// A header as a string, when it is one.
 pub fn get_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())

@@ -1,42 +1,36 @@
 //! TLS interception: read the ClientHello, show a leaf for its SNI (or the CONNECT host when
-//! there is none, e.g. an IP), then serve HTTP/1.1 or HTTP/2 (by ALPN) inside.
+//! there is none, e.g. an IP), then serve HTTP/1.1 or HTTP/2 (by ALPN) inside. The handshake
+//! has the first-request deadline; the connection then has the idle deadline.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
-use tracing::debug;
+use tracing::{debug, warn};
 
-use crate::proxy::{forward, ConnInfo, TunnelInfo};
+use crate::proxy::conn::{self, Activity, StreamExecutor};
+use crate::proxy::{forward, ConnInfo, TunnelInfo, HYPER_HEADER_BUFFER};
+
+/// HTTP/2 keep-alive: a PING this often on a connection, answered within the timeout.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub(crate) async fn serve<IO>(io: IO, conn: Arc<ConnInfo>, tunnel: TunnelInfo)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
-        Ok(start) => start,
-        Err(e) => {
-            debug!(error = %e, "not a TLS ClientHello");
-            return;
-        }
-    };
-    let sni = start.client_hello().server_name().map(str::to_owned);
-    let host = sni.unwrap_or_else(|| tunnel.host.clone());
-    let config = match conn.shared.leaves.server_config(&host) {
-        Ok(config) => config,
-        Err(e) => {
-            tracing::warn!(error = %e, tls.sni = %host, "could not mint a leaf certificate");
-            return;
-        }
-    };
-    let tls = match start.into_stream(config).await {
-        Ok(tls) => tls,
-        Err(e) => {
-            // Usually the client doesn't trust the CA yet: tell the log reader how to fix it.
-            debug!(error = %e, tls.sni = %host, "TLS handshake with the client failed (does it trust the wxsandbox CA?)");
+    let deadlines = conn.deadlines();
+    let first = deadlines.first.min(deadlines.idle);
+    let tls = match tokio::time::timeout(first, handshake(io, &conn, &tunnel.host)).await {
+        Ok(Some(tls)) => tls,
+        Ok(None) => return,
+        Err(_) => {
+            debug!("TLS handshake with the client timed out");
             return;
         }
     };
@@ -44,28 +38,51 @@ where
         shared: conn.shared.clone(),
         client: conn.client,
         tunnel: Some(tunnel),
+        activity: Arc::new(Activity::default()),
+        slot: conn.slot.clone(),
     });
     let token = inner.shared.shutdown.token.clone();
-    let service = service_fn(move |req| forward::handle(req, inner.clone()));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let activity = inner.activity.clone();
+    let service = service_fn(move |req| forward::call(req, inner.clone()));
+    let mut builder = auto::Builder::new(StreamExecutor);
     builder
         .http1()
         .preserve_header_case(true)
         .title_case_headers(true)
+        .max_buf_size(HYPER_HEADER_BUFFER)
         .timer(TokioTimer::new())
-        .header_read_timeout(super::HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(deadlines.first);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(HYPER_HEADER_BUFFER).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(e) = result {
-                debug!(error = %e, "intercepted connection ended with an error");
-            }
-        }
-        () = token.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-    }
+    let graceful = |c: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+    conn::drive(connection, graceful, &activity, deadlines, &token).await;
+}
+
+/// The ClientHello, a leaf for its SNI (or the CONNECT host), the handshake.
+async fn handshake<IO>(io: IO, conn: &ConnInfo, host: &str) -> Option<TlsStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
+        .await
+        .map_err(|e| debug!(error = %e, "not a TLS ClientHello"))
+        .ok()?;
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    let name = sni.as_deref().unwrap_or(host);
+    let config = conn
+        .shared
+        .leaves
+        .server_config(name)
+        .map_err(|e| warn!(error = %e, tls.sni = %name, "could not mint a leaf certificate"))
+        .ok()?;
+    // Usually the client doesn't trust the CA yet: tell the log reader how to fix it.
+    start.into_stream(config).await.map_err(|e| {
+        debug!(error = %e, tls.sni = %name, "TLS handshake with the client failed (does it trust the wxsandbox CA?)");
+    }).ok()
 }

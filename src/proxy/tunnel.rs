@@ -1,10 +1,14 @@
 //! Raw TCP tunnels: a CONNECT whose first bytes are not TLS is `wx.createTCPSocket` traffic,
-//! judged against the `tcp` list, then relayed byte for byte.
+//! judged against the `tcp` list, then relayed byte for byte until either end closes, the
+//! app's background cut, or shutdown.
+
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
 
 use crate::calllog::Outcome;
+use crate::instances::{Instance, Phase};
 use crate::policy::{self, Api, AppHints, Call, Refusal, Verdict};
 use crate::proxy::call::{outcome_of, record, CallMeta, End};
 use crate::proxy::{ConnInfo, TunnelInfo};
@@ -15,60 +19,27 @@ where
 {
     let shared = &conn.shared;
     let url = format!("tcp://{}:{}", tunnel.host, tunnel.port);
-    let hints = AppHints {
-        proxy_authorization: tunnel.proxy_authorization.as_deref(),
-        appid_header: tunnel.appid_header.as_deref(),
-        referer: None,
-        client: conn.client.ip(),
-    };
-    let no_headers = http::HeaderMap::new();
     let mut meta = CallMeta::new(
         shared,
         conn.client.ip(),
         "CONNECT",
         &url,
-        &no_headers,
+        &http::HeaderMap::new(),
         http::Version::HTTP_11,
     );
     meta.api = Api::Tcp.as_str();
-    // A refusal can't be an HTTP answer here (the 200 is sent): the tunnel is closed instead.
-    let closed = |meta: CallMeta, refusal: &Refusal| {
-        info!(app = meta.appid.as_deref().unwrap_or("-"), client = %conn.client.ip(), api = "tcp", url = %url,
-            rule = refusal.rule.as_str(), errmsg = %refusal.errmsg, "refused: tunnel closed");
-        record(
-            shared,
-            meta,
-            outcome_of(refusal),
-            Some(refusal),
-            End::default(),
-        );
+    let instance = match admit(conn, tunnel, &url, &mut meta) {
+        Ok(instance) => instance,
+        Err(refusal) => return closed(conn, meta, &refusal),
     };
-    let Some(app) = policy::identify_app(&shared.config, &hints) else {
-        closed(meta, &policy::unknown_app(Api::Tcp, &url));
-        return;
-    };
-    meta.appid = Some(app.appid.clone());
-    let call = Call {
-        client: conn.client.ip(),
-        api: Api::Tcp,
-        url: &url,
-        method: "CONNECT",
-    };
-    if let Verdict::Refuse(refusal) = policy::judge(app, &call, shared.switches()) {
-        closed(meta, &refusal);
-        return;
-    }
-    let mut upstream = match shared
-        .upstream
+    let dialed = shared
+        .upstream()
         .connector(false)
         .connect_to(&tunnel.host, tunnel.port, false)
-        .await
-    {
+        .await;
+    let mut upstream = match dialed {
         Ok(s) => s,
-        Err(e) => {
-            closed(meta, &Refusal::net(Api::Tcp, &url, e.rule, &e.net));
-            return;
-        }
+        Err(e) => return closed(conn, meta, &Refusal::net(Api::Tcp, &url, e.rule, &e.net)),
     };
     let token = shared.shutdown.token.clone();
     let (outcome, up, down) = tokio::select! {
@@ -79,18 +50,64 @@ where
                 (Outcome::Aborted, 0, 0)
             }
         },
+        () = instance.cut() => (Outcome::Interrupted, 0, 0),
         () = token.cancelled() => (Outcome::Aborted, 0, 0),
     };
     debug!(bytes.up = up, bytes.down = down, "tcp tunnel closed");
+    let end = End {
+        bytes_up: up,
+        bytes_down: down,
+        ..End::default()
+    };
+    record(shared, meta, outcome, None, end);
+}
+
+/// Which app, rules 1-5 for `tcp://host:port`, and the instance.
+fn admit(
+    conn: &ConnInfo,
+    tunnel: &TunnelInfo,
+    url: &str,
+    meta: &mut CallMeta,
+) -> Result<Arc<Instance>, Refusal> {
+    let shared = &conn.shared;
+    let hints = AppHints {
+        proxy_authorization: tunnel.proxy_authorization.as_deref(),
+        appid_header: tunnel.appid_header.as_deref(),
+        referer: None,
+        client: conn.client.ip(),
+    };
+    let config = shared.config();
+    let app =
+        policy::identify_app(&config, &hints).ok_or_else(|| policy::unknown_app(Api::Tcp, url))?;
+    meta.appid = Some(app.appid.clone());
+    let call = Call {
+        client: conn.client.ip(),
+        api: Api::Tcp,
+        url,
+        method: "CONNECT",
+    };
+    if let Verdict::Refuse(refusal) = policy::judge(app, &call, shared.switches()) {
+        return Err(refusal);
+    }
+    let instance = shared
+        .instances
+        .get(&app.appid, conn.client.ip())
+        .map_err(|_| policy::unknown_app(Api::Tcp, url))?;
+    if instance.phase() != Phase::Foreground {
+        return Err(Refusal::background(Api::Tcp, url));
+    }
+    Ok(instance)
+}
+
+/// A refusal can't be an HTTP answer here (the 200 is sent): the tunnel is closed instead.
+fn closed(conn: &ConnInfo, meta: CallMeta, refusal: &Refusal) {
+    info!(app = meta.appid.as_deref().unwrap_or("-"), client = %conn.client.ip(), api = "tcp",
+        url = %refusal.url, rule = refusal.rule.as_str(), errmsg = %refusal.errmsg, "refused: tunnel closed");
     record(
-        shared,
+        &conn.shared,
         meta,
-        outcome,
-        None,
-        End {
-            bytes_up: up,
-            bytes_down: down,
-            ..End::default()
-        },
+        outcome_of(refusal),
+        Some(refusal),
+        End::default(),
     );
 }

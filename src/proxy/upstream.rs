@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use crate::config::{MapTarget, UpstreamConfig};
 use crate::policy::{NetError, Rule};
 use crate::proxy::body::Body;
-use crate::tls::audit::{classify_handshake_error, Alpn, AuditError, UpstreamTls};
+use crate::tls::audit::{classify_handshake_error, Alpn, AuditError, FirstRecord, UpstreamTls};
 
 /// How long a TCP connect to the upstream may take before it counts as failed. The call's own
 /// timeout (rule 7) is usually shorter and wins.
@@ -61,11 +61,12 @@ impl ConnectError {
     }
 }
 
-/// The stream to an upstream server: plain TCP or TLS over TCP.
+/// The stream to an upstream server: plain TCP or TLS over TCP (watched for the server's first
+/// record, to classify a handshake failure as Chromium does).
 #[derive(Debug)]
 pub enum UpstreamStream {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::client::TlsStream<FirstRecord<TcpStream>>>),
 }
 
 impl AsyncRead for UpstreamStream {
@@ -158,9 +159,14 @@ impl HostMap {
         }
     }
 
-    /// The route to `host:port`; `tls` says whether the URL's scheme wants TLS.
+    /// The route to `host:port`; `tls` says whether the URL's scheme wants TLS. The host is
+    /// looked up as the policy judges it (and as the map's keys are kept): ASCII lower-case,
+    /// trailing dot removed, so `API.example.com.` routes like `api.example.com`.
     pub fn route(&self, host: &str, port: u16, tls: bool) -> Route {
-        match self.map.get(&host.to_ascii_lowercase()) {
+        // `trim_end_matches`, as `policy::parse_url` and `judge_connect` do: a host the policy
+        // judged as `api.example.com` must never be dialed anywhere else.
+        let key = host.trim_end_matches('.').to_ascii_lowercase();
+        match self.map.get(&key) {
             Some(MapTarget::PlainHttp { host, port }) => Route {
                 dial_host: host.clone(),
                 dial_port: *port,
@@ -184,7 +190,11 @@ impl HostMap {
 ///
 /// # Errors
 /// The name doesn't resolve or no address accepts the connection.
-pub async fn dial(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+pub async fn dial(
+    host: &str,
+    port: u16,
+    forbidden: &[SocketAddr],
+) -> Result<TcpStream, ConnectError> {
     let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host_for_lookup, port)).await {
         Ok(addrs) => addrs.collect(),
@@ -198,6 +208,17 @@ pub async fn dial(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
     };
     let mut last = None;
     for addr in addrs {
+        if is_forbidden(addr, forbidden) {
+            last = Some(ConnectError {
+                rule: Rule::ForbiddenHost,
+                net: NetError {
+                    code: -10,
+                    name: "ERR_ACCESS_DENIED",
+                    detail: format!("{host}:{port} ({addr}) is wxsandbox's own proxy or control port, which no call may reach through the proxy"),
+                },
+            });
+            continue;
+        }
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 // Small writes (TLS records, 64 KiB bodies in pieces) must not wait for Nagle.
@@ -230,6 +251,19 @@ pub async fn dial(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
     }))
 }
 
+/// Is `addr` one of the proxy's own listening sockets (or reaches it: same port on a loopback
+/// or unspecified address when the socket listens on one)?
+pub fn is_forbidden(addr: SocketAddr, own: &[SocketAddr]) -> bool {
+    let ip = addr.ip().to_canonical();
+    own.iter().any(|o| {
+        let oip = o.ip().to_canonical();
+        o.port() == addr.port()
+            && (ip == oip
+                || ip.is_unspecified()
+                || (ip.is_loopback() && (oip.is_loopback() || oip.is_unspecified())))
+    })
+}
+
 /// The hyper-util connector: map, dial, TLS (SNI = the original host), audit.
 #[derive(Clone)]
 pub struct Connector {
@@ -238,6 +272,8 @@ pub struct Connector {
 
 struct ConnectorInner {
     map: Arc<HostMap>,
+    /// The proxy's own sockets (proxy and control ports), never dialed.
+    own: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
     tls: Arc<rustls::ClientConfig>,
     audit: Option<Arc<UpstreamTls>>,
 }
@@ -254,7 +290,8 @@ impl Connector {
         tls: bool,
     ) -> Result<UpstreamStream, ConnectError> {
         let route = self.inner.map.route(host, port, tls);
-        let tcp = dial(&route.dial_host, route.dial_port).await?;
+        let own = self.inner.own.get().map_or(&[][..], Vec::as_slice);
+        let tcp = dial(&route.dial_host, route.dial_port, own).await?;
         if !route.tls {
             return Ok(UpstreamStream::Plain(tcp));
         }
@@ -270,10 +307,14 @@ impl Connector {
             )
         })?;
         let connector = tokio_rustls::TlsConnector::from(self.inner.tls.clone());
-        let stream = match connector.connect(server_name, tcp).await {
+        let stream = match connector
+            .connect(server_name, FirstRecord::new(tcp))
+            .into_fallible()
+            .await
+        {
             Ok(s) => s,
-            Err(e) => {
-                let net = classify_handshake_error(&e);
+            Err((e, watched)) => {
+                let net = classify_handshake_error(&e, watched.alert_first());
                 let rule = if is_tls_code(net.code) {
                     Rule::Tls
                 } else {
@@ -331,6 +372,7 @@ pub struct Upstream {
     lax_ws: HttpClient,
     strict_connector: Connector,
     lax_connector: Connector,
+    own: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -345,10 +387,12 @@ impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Result<Self, AuditError> {
         let tls = Arc::new(UpstreamTls::new(&config.trust)?);
         let map = Arc::new(HostMap::new(&config.map));
+        let own = Arc::new(std::sync::OnceLock::new());
         let strict_audit = config.strict_tls;
         let connector = |strict: bool, alpn: Alpn| Connector {
             inner: Arc::new(ConnectorInner {
                 map: map.clone(),
+                own: own.clone(),
                 tls: tls.client_config(strict, alpn),
                 audit: strict.then(|| tls.clone()),
             }),
@@ -362,7 +406,18 @@ impl Upstream {
             lax_ws: build_client(connector(false, Alpn::Http11)),
             strict_connector,
             lax_connector,
+            own,
         })
+    }
+
+    /// The proxy's own listening sockets, which no call may reach (set once, after binding).
+    pub fn forbid(&self, own: Vec<SocketAddr>) {
+        let _ = self.own.set(own);
+    }
+
+    /// The sockets set by [`Upstream::forbid`] (for the clients of a reloaded config).
+    pub fn forbidden(&self) -> Vec<SocketAddr> {
+        self.own.get().cloned().unwrap_or_default()
     }
 
     /// The client for a call: `strict` unless the skip switch is on; `websocket` for upgrades.
@@ -421,4 +476,67 @@ pub fn classify_client_error(err: &hyper_util::client::legacy::Error) -> Connect
         "ERR_CONNECTION_RESET",
         format!("upstream connection failed: {err}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> HostMap {
+        HostMap::new(&[
+            (
+                "api.example.com".to_owned(),
+                MapTarget::Tls {
+                    host: "127.0.0.1".to_owned(),
+                    port: 8443,
+                },
+            ),
+            (
+                "plain.example.com".to_owned(),
+                MapTarget::PlainHttp {
+                    host: "backend".to_owned(),
+                    port: 8080,
+                },
+            ),
+        ])
+    }
+
+    #[test]
+    fn route_normalises_the_host_as_the_policy_does() {
+        let map = map();
+        let mapped = Route {
+            dial_host: "127.0.0.1".to_owned(),
+            dial_port: 8443,
+            tls: true,
+        };
+        for host in [
+            "api.example.com",
+            "api.example.com.",
+            "API.Example.COM",
+            "Api.Example.Com.",
+            "api.example.com..",
+        ] {
+            assert_eq!(map.route(host, 443, true), mapped, "{host}");
+        }
+        assert_eq!(
+            map.route("PLAIN.example.com.", 443, true),
+            Route {
+                dial_host: "backend".to_owned(),
+                dial_port: 8080,
+                tls: false,
+            }
+        );
+        // Unmapped hosts are dialed as given.
+        for host in ["other.example.com.", "xapi.example.com", "api.example.co"] {
+            assert_eq!(
+                map.route(host, 8443, true),
+                Route {
+                    dial_host: host.to_owned(),
+                    dial_port: 8443,
+                    tls: true,
+                },
+                "{host}"
+            );
+        }
+    }
 }

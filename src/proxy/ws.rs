@@ -4,27 +4,29 @@
 //! grace runs out, the client gets a close frame 1000 "interrupted" between two frames, and the
 //! upstream is closed too.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper::upgrade::Upgraded;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::sleep_until;
 use tracing::{debug, warn, Instrument};
 
 use crate::calllog::Outcome;
 use crate::instances::SlotError;
 use crate::policy::Refusal;
+use crate::proxy::admit::Admitted;
 use crate::proxy::body::{self, Body};
 use crate::proxy::call::{record, End};
-use crate::proxy::forward::{refuse, Admitted, Call};
+use crate::proxy::headers;
+use crate::proxy::refuse::Refused;
 use crate::proxy::upstream::classify_client_error;
 use crate::proxy::wsframes::{close_frame, FrameTracker};
-use crate::proxy::{headers, ConnInfo};
+use crate::proxy::ConnInfo;
 use crate::shutdown::Shutdown;
+use crate::state::Shared;
 
 /// After the cut, how long the relay waits for the frame being relayed to end before it closes
 /// the connection without a close frame.
@@ -33,129 +35,161 @@ const CUT_FRAME_WAIT: Duration = Duration::from_secs(1);
 const INTERRUPTED: (u16, &str) = (1000, "interrupted");
 const BUFFER: usize = 16 * 1024;
 
+/// A socket slot, the upstream handshake (raced against the call's clock), then the 101 to the
+/// client and a relay task.
 pub(crate) async fn relay(
-    mut req: Request<Incoming>,
+    mut a: Admitted<'_>,
     conn: &ConnInfo,
-    admitted: &Admitted<'_>,
     strict: bool,
-    call: Call,
-) -> Response<Body> {
-    let shared = &conn.shared;
-    let Call {
-        instance,
-        deadline,
-        timeout_ms,
-        meta,
-    } = call;
-    let origin = admitted.origin.as_ref();
-    let url = admitted.url.as_str();
-    let permit = match instance.socket_slot() {
+) -> Result<Response<Body>, Box<Refused>> {
+    let permit = match a.instance.socket_slot() {
         Ok((permit, _task_id)) => permit,
         Err(SlotError::SocketsFull { limit, task_id }) => {
-            return refuse(
-                shared,
-                meta,
-                &Refusal::socket_concurrency(url, task_id, limit),
-                origin,
-            );
+            let refusal = Refusal::socket_concurrency(&a.url, task_id, limit);
+            return Err(a.refused(refusal));
         }
         // `socket_slot` only reports sockets; HTTP slots are not asked for here.
         Err(SlotError::HttpFull { limit }) => {
-            return refuse(
-                shared,
-                meta,
-                &Refusal::socket_concurrency(url, 0, limit),
-                origin,
-            );
+            let refusal = Refusal::socket_concurrency(&a.url, 0, limit);
+            return Err(a.refused(refusal));
         }
     };
+    let Some(body) = a.body.take() else {
+        return Err(a.refused(Refusal::socket_concurrency(&a.url, 0, 0)));
+    };
+    let mut req = Request::from_parts(a.head.clone(), body);
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let upstream = shared.upstream.client(strict, true);
-    let api = admitted.api;
-    let grace_ms =
-        u64::try_from(admitted.app.limits.background_grace.as_millis()).unwrap_or(u64::MAX);
-    let result = tokio::select! {
-        biased;
-        () = instance.cut() => return refuse(shared, meta, &Refusal::interrupted(api, url, grace_ms), origin),
-        () = sleep_until(deadline) => return refuse(shared, meta, &Refusal::timeout(api, url, timeout_ms), origin),
-        result = upstream.request(req.map(body::boxed)) => result,
-    };
-    let mut response = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let failure = classify_client_error(&e);
-            let refusal = Refusal::net(api, url, failure.rule, &failure.net);
-            warn!(app = %admitted.app.appid, url = %url, rule = refusal.rule.as_str(), error = %failure,
-                "websocket upstream failed");
-            return refuse(shared, meta, &refusal, origin);
-        }
-    };
+    let mut response = handshake(&mut a, req, conn, strict).await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let status = response.status().as_u16();
-        record(
-            shared,
-            meta,
-            Outcome::Ok,
-            None,
-            End {
-                status: Some(status),
-                ..End::default()
-            },
-        );
+        let end = End {
+            status: Some(response.status().as_u16()),
+            ..End::default()
+        };
+        record(&conn.shared, a.meta, Outcome::Ok, None, end);
         let mut response = response.map(body::boxed);
         headers::strip_hop_by_hop(response.headers_mut(), false);
-        return response;
+        return Ok(response);
     }
     let server_upgrade = hyper::upgrade::on(&mut response);
-    let span = tracing::debug_span!("websocket", url = %url);
-    let shared_task = shared.clone();
-    shared.shutdown.tracker.spawn(
-        async move {
-            let (client, server) = match tokio::join!(client_upgrade, server_upgrade) {
-                (Ok(c), Ok(s)) => (c, s),
-                (Err(e), _) | (_, Err(e)) => {
-                    debug!(error = %e, "websocket upgrade failed");
-                    record(
-                        &shared_task,
-                        meta,
-                        Outcome::Aborted,
-                        None,
-                        End {
-                            status: Some(101),
-                            ..End::default()
-                        },
-                    );
-                    return;
-                }
-            };
-            let cut = async move { instance.cut().await };
-            let (outcome, up, down) =
-                pump(client, server, cut, &shared_task.shutdown, permit).await;
-            debug!(
-                bytes.up = up,
-                bytes.down = down,
-                outcome = outcome.as_str(),
-                "websocket closed"
-            );
-            let end = End {
-                status: Some(101),
-                bytes_up: up,
-                bytes_down: down,
-                ..End::default()
-            };
-            record(&shared_task, meta, outcome, None, end);
-        }
-        .instrument(span),
+    let span = tracing::debug_span!("websocket", url = %a.url);
+    let task = relay_task(
+        conn.shared.clone(),
+        a,
+        client_upgrade,
+        server_upgrade,
+        permit,
     );
+    conn.shared.shutdown.tracker.spawn(task.instrument(span));
     // The 101 with the upstream's Sec-WebSocket-Accept: the client's key went upstream unchanged.
     let (parts, _) = response.into_parts();
     let mut to_client = Response::from_parts(parts, body::empty());
     headers::strip_hop_by_hop(to_client.headers_mut(), true);
-    to_client
+    Ok(to_client)
 }
 
-/// Relay both directions until both ends close, the cut, or shutdown. Returns the outcome and the
-/// bytes relayed up (client → server) and down.
+/// The upstream handshake, within the call's timeout and before the background cut.
+async fn handshake(
+    a: &mut Admitted<'_>,
+    req: Request<hyper::body::Incoming>,
+    conn: &ConnInfo,
+    strict: bool,
+) -> Result<Response<hyper::body::Incoming>, Box<Refused>> {
+    let clients = conn.shared.upstream();
+    let upstream = clients.client(strict, true);
+    match a.clock.race(upstream.request(req.map(body::boxed))).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => {
+            let failure = classify_client_error(&e);
+            let refusal = Refusal::net(a.api, &a.url, failure.rule, &failure.net);
+            warn!(app = %a.app.appid, url = %a.url, rule = refusal.rule.as_str(), error = %failure,
+                "websocket upstream failed");
+            Err(a.refused(refusal))
+        }
+        Err(cut) => Err(a.cut(cut)),
+    }
+}
+
+/// Both upgrades, then the relay until the socket ends; the call is recorded once.
+fn relay_task(
+    shared: Arc<Shared>,
+    a: Admitted<'_>,
+    client_upgrade: OnUpgrade,
+    server_upgrade: OnUpgrade,
+    permit: OwnedSemaphorePermit,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let (meta, instance) = (a.meta, a.instance);
+    async move {
+        let (client, server) = match tokio::join!(client_upgrade, server_upgrade) {
+            (Ok(c), Ok(s)) => (c, s),
+            (Err(e), _) | (_, Err(e)) => {
+                debug!(error = %e, "websocket upgrade failed");
+                let end = End {
+                    status: Some(101),
+                    ..End::default()
+                };
+                record(&shared, meta, Outcome::Aborted, None, end);
+                return;
+            }
+        };
+        let cut = async move { instance.cut().await };
+        let (outcome, up, down) = pump(client, server, cut, &shared.shutdown, permit).await;
+        debug!(
+            bytes.up = up,
+            bytes.down = down,
+            outcome = outcome.as_str(),
+            "websocket closed"
+        );
+        let end = End {
+            status: Some(101),
+            bytes_up: up,
+            bytes_down: down,
+            ..End::default()
+        };
+        record(&shared, meta, outcome, None, end);
+    }
+}
+
+/// One direction of a relay: what was read, and whether the reader is mid-write.
+struct Direction {
+    buf: Vec<u8>,
+    frames: FrameTracker,
+    bytes: u64,
+    /// Set while a chunk is being written: a cut then leaves the frame unfinished.
+    writing: bool,
+}
+
+impl Direction {
+    fn new() -> Self {
+        Direction {
+            buf: vec![0u8; BUFFER],
+            frames: FrameTracker::default(),
+            bytes: 0,
+            writing: false,
+        }
+    }
+
+    /// Copy one chunk; `false` when this direction is over (EOF or error).
+    async fn step<R, W>(&mut self, from: &mut R, to: &mut W) -> bool
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let n = match from.read(&mut self.buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        self.frames.feed(&self.buf[..n]);
+        self.bytes += n as u64;
+        self.writing = true;
+        let ok = to.write_all(&self.buf[..n]).await.is_ok() && to.flush().await.is_ok();
+        self.writing = false;
+        ok
+    }
+}
+
+/// Relay both directions until the server closes, an end fails, the cut, or shutdown. Every
+/// wait, writes to a client that stopped reading included, gives way to the cut. Returns the
+/// outcome and the bytes relayed up (client → server) and down.
 async fn pump(
     client: Upgraded,
     server: Upgraded,
@@ -165,78 +199,69 @@ async fn pump(
 ) -> (Outcome, u64, u64) {
     let (mut client_rd, mut client_wr) = tokio::io::split(TokioIo::new(client));
     let (mut server_rd, mut server_wr) = tokio::io::split(TokioIo::new(server));
-    let (mut up_buf, mut down_buf) = (vec![0u8; BUFFER], vec![0u8; BUFFER]);
-    let (mut up_frames, mut down_frames) = (FrameTracker::default(), FrameTracker::default());
-    let (mut up, mut down) = (0u64, 0u64);
-    let mut client_open = true;
+    let (mut up, mut down) = (Direction::new(), Direction::new());
     tokio::pin!(cut);
-    let outcome = loop {
-        tokio::select! {
-            read = client_rd.read(&mut up_buf), if client_open => match read {
-                Ok(0) | Err(_) => {
+    let relay = async {
+        let mut client_open = true;
+        loop {
+            tokio::select! {
+                more = up.step(&mut client_rd, &mut server_wr), if client_open => if !more {
                     client_open = false;
                     let _ = server_wr.shutdown().await;
-                }
-                Ok(n) => {
-                    up_frames.feed(&up_buf[..n]);
-                    up += n as u64;
-                    if server_wr.write_all(&up_buf[..n]).await.is_err() || server_wr.flush().await.is_err() {
-                        break Outcome::Ok;
-                    }
-                }
-            },
-            read = server_rd.read(&mut down_buf) => match read {
-                Ok(0) | Err(_) => {
+                },
+                more = down.step(&mut server_rd, &mut client_wr) => if !more {
                     // The server closed: the socket is over, whatever the client does next.
                     let _ = client_wr.shutdown().await;
-                    break Outcome::Ok;
-                }
-                Ok(n) => {
-                    down_frames.feed(&down_buf[..n]);
-                    down += n as u64;
-                    if client_wr.write_all(&down_buf[..n]).await.is_err() || client_wr.flush().await.is_err() {
-                        break Outcome::Ok;
-                    }
-                }
-            },
-            () = &mut cut => break Outcome::Interrupted,
-            () = shutdown.token.cancelled() => break Outcome::Aborted,
+                    return Outcome::Ok;
+                },
+            }
         }
     };
+    let outcome = tokio::select! {
+        outcome = relay => outcome,
+        () = &mut cut => Outcome::Interrupted,
+        () = shutdown.token.cancelled() => Outcome::Aborted,
+    };
+    // The cut frees the slot at once; the goodbye below is bounded.
+    drop(permit);
     if outcome == Outcome::Interrupted {
-        // Finish the frame being relayed to the client, then close both sides with 1000.
-        let finish = async {
-            while !down_frames.at_boundary() {
-                match server_rd.read(&mut down_buf).await {
-                    Ok(0) | Err(_) => return false,
-                    Ok(n) => {
-                        // Only the rest of the current frame goes out; what follows is dropped.
-                        down_frames.feed(&down_buf[..n]);
-                        if client_wr.write_all(&down_buf[..n]).await.is_err() {
-                            return false;
-                        }
-                    }
+        let goodbye = async {
+            if !down.writing && finish_frame(&mut down, &mut server_rd, &mut client_wr).await {
+                let _ = client_wr
+                    .write_all(&close_frame(INTERRUPTED.0, INTERRUPTED.1, false))
+                    .await;
+            }
+            let _ = client_wr.flush().await;
+            let _ = client_wr.shutdown().await;
+            if !up.writing && up.frames.at_boundary() {
+                let _ = server_wr
+                    .write_all(&close_frame(INTERRUPTED.0, INTERRUPTED.1, true))
+                    .await;
+            }
+            let _ = server_wr.shutdown().await;
+        };
+        let _ = tokio::time::timeout(CUT_FRAME_WAIT, goodbye).await;
+    }
+    (outcome, up.bytes, down.bytes)
+}
+
+/// Relay the rest of the frame being sent to the client (and nothing after it); `true` when
+/// the relay is then between two frames.
+async fn finish_frame<R, W>(down: &mut Direction, server: &mut R, client: &mut W) -> bool
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while !down.frames.at_boundary() {
+        match server.read(&mut down.buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => {
+                down.frames.feed(&down.buf[..n]);
+                if client.write_all(&down.buf[..n]).await.is_err() {
+                    return false;
                 }
             }
-            true
-        };
-        if tokio::time::timeout(CUT_FRAME_WAIT, finish)
-            .await
-            .unwrap_or(false)
-        {
-            let _ = client_wr
-                .write_all(&close_frame(INTERRUPTED.0, INTERRUPTED.1, false))
-                .await;
         }
-        let _ = client_wr.flush().await;
-        let _ = client_wr.shutdown().await;
-        if up_frames.at_boundary() {
-            let _ = server_wr
-                .write_all(&close_frame(INTERRUPTED.0, INTERRUPTED.1, true))
-                .await;
-        }
-        let _ = server_wr.shutdown().await;
     }
-    drop(permit);
-    (outcome, up, down)
+    true
 }

@@ -1,10 +1,15 @@
 //! The upstream TLS client and its audit (SPEC section 5): the chain must be trusted (system
-//! roots plus `upstream.trust`), the name and dates right, TLS 1.2 or newer. Failures are named
-//! as Chromium names them (`-202 ERR_CERT_AUTHORITY_INVALID`), with what to fix.
+//! roots plus `upstream.trust`), the name and dates right, TLS 1.2 or newer with a forward-secret
+//! cipher. Failures are named as Chromium names them (`-202 ERR_CERT_AUTHORITY_INVALID`), with
+//! what to fix.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context as TaskContext, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -360,8 +365,173 @@ impl ServerCertVerifier for AcceptAny {
     }
 }
 
+/// The TLS record type of an alert.
+const CONTENT_TYPE_ALERT: u8 = 0x15;
+
+/// The server's side of a connection during the TLS handshake, noting the type of the first
+/// record the server sent: a fatal alert as its very first record is its answer to the
+/// ClientHello (what BoringSSL calls `HANDSHAKE_FAILURE_ON_CLIENT_HELLO`, and Chromium maps to
+/// -113). Reads and writes pass through; after the first byte it is one branch a read.
+#[derive(Debug)]
+pub struct FirstRecord<S> {
+    inner: S,
+    first: Option<u8>,
+}
+
+impl<S> FirstRecord<S> {
+    pub fn new(inner: S) -> Self {
+        FirstRecord { inner, first: None }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The server's first record was an alert: it answered the ClientHello with it.
+    pub fn alert_first(&self) -> bool {
+        self.first == Some(CONTENT_TYPE_ALERT)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FirstRecord<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.first.is_none() {
+            this.first = buf.filled().get(before).copied();
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstRecord<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Why a handshake found nothing in common with the server: both are Chromium's -113.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mismatch {
+    /// No common TLS version (the `tls-version` check).
+    Version,
+    /// No common cipher suite, key exchange or signature scheme (the `cipher` check).
+    Cipher,
+}
+
+/// The fix for a server with no forward-secret cipher a TLS 1.2+ client accepts.
+const CIPHER_FIX: &str = "enable ECDHE cipher suites (TLS 1.3, or for TLS 1.2 e.g. \
+    ECDHE-ECDSA-AES128-GCM-SHA256 / ECDHE-RSA-AES128-GCM-SHA256) on the server; \
+    RSA key exchange (AES128-SHA256 and the like) is not forward-secret and is refused";
+/// The fix for a server that speaks only old TLS versions.
+const VERSION_FIX: &str = "enable TLS 1.2 or newer on the server (TLS 1.0 and 1.1 are refused)";
+
+/// A version or cipher mismatch in `tls`, and what was seen. `alert_first`: the server's first
+/// record was an alert ([`FirstRecord::alert_first`]).
+fn mismatch(tls: &rustls::Error, alert_first: bool) -> Option<(Mismatch, String)> {
+    use rustls::AlertDescription as A;
+    use rustls::PeerIncompatible as P;
+    match tls {
+        rustls::Error::AlertReceived(A::ProtocolVersion) => Some((
+            Mismatch::Version,
+            "the server answered with a protocol_version alert: it speaks no TLS version \
+             from 1.2 up"
+                .to_owned(),
+        )),
+        rustls::Error::AlertReceived(A::HandshakeFailure) if alert_first => Some((
+            Mismatch::Cipher,
+            "the server answered the ClientHello with a handshake_failure alert: it offers no \
+             forward-secret cipher that TLS 1.2+ clients accept"
+                .to_owned(),
+        )),
+        rustls::Error::AlertReceived(A::InsufficientSecurity) => Some((
+            Mismatch::Cipher,
+            "the server answered with an insufficient_security alert: it accepts none of the \
+             forward-secret ciphers TLS 1.2+ clients offer"
+                .to_owned(),
+        )),
+        rustls::Error::PeerIncompatible(
+            p @ (P::ServerDoesNotSupportTls12Or13
+            | P::ServerTlsVersionIsDisabledByOurConfig
+            | P::SupportedVersionsExtensionRequired
+            | P::Tls12NotOffered
+            | P::Tls12NotOfferedOrEnabled),
+        ) => Some((
+            Mismatch::Version,
+            format!("no common TLS version ({p:?}): the server speaks none from 1.2 up"),
+        )),
+        rustls::Error::PeerIncompatible(
+            p @ (P::NoCipherSuitesInCommon
+            | P::NoKxGroupsInCommon
+            | P::NoSignatureSchemesInCommon
+            | P::NoEcPointFormatsInCommon),
+        ) => Some((
+            Mismatch::Cipher,
+            format!("no common cipher, key exchange or signature scheme ({p:?})"),
+        )),
+        rustls::Error::PeerIncompatible(p) => Some((
+            Mismatch::Cipher,
+            format!("the server's handshake parameters don't fit a TLS 1.2+ client ({p:?})"),
+        )),
+        _ => None,
+    }
+}
+
+/// A failed TLS handshake as a line of the audit (`check-cert`): `tls-version` for no common
+/// version, `cipher` for no common (forward-secret) cipher, `handshake` for the rest, with
+/// Chromium's error as [`classify_handshake_error`] gives it. `alert_first`: the server's first
+/// record was an alert ([`FirstRecord::alert_first`]).
+pub fn handshake_check(err: &std::io::Error, alert_first: bool) -> Check {
+    let tls = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    if let Some((kind, seen)) = tls.and_then(|t| mismatch(t, alert_first)) {
+        let (name, fix) = match kind {
+            Mismatch::Version => ("tls-version", VERSION_FIX),
+            Mismatch::Cipher => ("cipher", CIPHER_FIX),
+        };
+        return Check::fail(name, seen, fix, -113, "ERR_SSL_VERSION_OR_CIPHER_MISMATCH");
+    }
+    let net = classify_handshake_error(err, alert_first);
+    Check::fail(
+        "handshake",
+        net.detail,
+        "check that this port serves TLS 1.2 or newer, and the server's TLS error log",
+        net.code,
+        net.name,
+    )
+}
+
 /// Map a failed TLS handshake (the io::Error tokio-rustls returns) to the Chromium error.
-pub fn classify_handshake_error(err: &std::io::Error) -> NetError {
+/// `alert_first`: the server's first record was an alert ([`FirstRecord::alert_first`]), so a
+/// handshake_failure alert is its answer to the ClientHello: no common cipher, -113 as Chromium
+/// maps it (a handshake_failure later in the handshake stays -107).
+pub fn classify_handshake_error(err: &std::io::Error, alert_first: bool) -> NetError {
     let net = |code, name, detail: String| NetError { code, name, detail };
     let Some(tls) = err
         .get_ref()
@@ -419,12 +589,107 @@ pub fn classify_handshake_error(err: &std::io::Error) -> NetError {
             ),
             other => net(-202, "ERR_CERT_AUTHORITY_INVALID", format!("the certificate was refused: {other:?}")),
         },
-        rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion)
-        | rustls::Error::PeerIncompatible(_) => net(
-            -113,
-            "ERR_SSL_VERSION_OR_CIPHER_MISMATCH",
-            format!("no common TLS version or cipher ({tls}): enable TLS 1.2 or newer with ECDHE ciphers"),
-        ),
+        other if mismatch(other, alert_first).is_some() => handshake_check(err, alert_first)
+            .net_error()
+            .unwrap_or_else(|| net(-113, "ERR_SSL_VERSION_OR_CIPHER_MISMATCH", other.to_string())),
         other => net(-107, "ERR_SSL_PROTOCOL_ERROR", format!("TLS handshake failed: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn io_err(tls: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, tls)
+    }
+
+    #[test]
+    fn a_handshake_failure_alert_is_a_cipher_mismatch_only_in_answer_to_the_client_hello() {
+        let alert = io_err(rustls::Error::AlertReceived(
+            rustls::AlertDescription::HandshakeFailure,
+        ));
+        let first = classify_handshake_error(&alert, true);
+        assert_eq!(
+            (first.code, first.name),
+            (-113, "ERR_SSL_VERSION_OR_CIPHER_MISMATCH")
+        );
+        assert!(
+            first.detail.starts_with("cipher check failed") && first.detail.contains("ECDHE"),
+            "{}",
+            first.detail
+        );
+        let check = handshake_check(&alert, true);
+        assert_eq!(
+            (check.name, check.error),
+            ("cipher", Some((-113, "ERR_SSL_VERSION_OR_CIPHER_MISMATCH")))
+        );
+        // Later in the handshake (after a ServerHello) Chromium keeps -107.
+        let later = classify_handshake_error(&alert, false);
+        assert_eq!((later.code, later.name), (-107, "ERR_SSL_PROTOCOL_ERROR"));
+        assert_eq!(handshake_check(&alert, false).name, "handshake");
+    }
+
+    #[test]
+    fn version_and_cipher_mismatches_have_their_own_checks() {
+        let cases = [
+            (
+                rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion),
+                "tls-version",
+            ),
+            (
+                rustls::Error::PeerIncompatible(
+                    rustls::PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig,
+                ),
+                "tls-version",
+            ),
+            (
+                rustls::Error::PeerIncompatible(rustls::PeerIncompatible::NoKxGroupsInCommon),
+                "cipher",
+            ),
+            (
+                rustls::Error::AlertReceived(rustls::AlertDescription::InsufficientSecurity),
+                "cipher",
+            ),
+        ];
+        for (tls, name) in cases {
+            let err = io_err(tls);
+            for alert_first in [false, true] {
+                let check = handshake_check(&err, alert_first);
+                assert_eq!(
+                    (check.name, check.error),
+                    (name, Some((-113, "ERR_SSL_VERSION_OR_CIPHER_MISMATCH"))),
+                    "{err}"
+                );
+                let net = classify_handshake_error(&err, alert_first);
+                assert_eq!(net.code, -113);
+                assert!(net.detail.starts_with(name), "{}", net.detail);
+            }
+        }
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        let check = handshake_check(&eof, false);
+        assert_eq!(
+            (check.name, check.error),
+            ("handshake", Some((-324, "ERR_EMPTY_RESPONSE")))
+        );
+    }
+
+    #[tokio::test]
+    async fn first_record_notes_what_the_server_sent_first() {
+        for (sent, alert_first) in [
+            (&[0x15u8, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28][..], true),
+            (&[0x16u8, 0x03, 0x03, 0x00, 0x01, 0x02, 0x15][..], false),
+        ] {
+            let (client, mut server) = tokio::io::duplex(64);
+            let mut watched = FirstRecord::new(client);
+            assert!(!watched.alert_first());
+            server.write_all(sent).await.unwrap();
+            drop(server);
+            let mut got = Vec::new();
+            watched.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, sent);
+            assert_eq!(watched.alert_first(), alert_first, "{sent:02x?}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The local CA: made with rcgen on first start under `ca.dir`, or brought by the user (a CA that
 //! phones already trust: mitmproxy's, Charles', whistle's). Keys in PKCS#8, SEC1 or PKCS#1 PEM,
-//! ECDSA or RSA. The key file is created 0600, never readable by others even for a moment.
+//! ECDSA or RSA (at least 2048 bits for RSA, 256 for ECDSA). The directory is created 0700 and
+//! the key file 0600, never readable by others even for a moment; a key file that group or others
+//! can read is used with a warning (it is the user's file: not chmod-ed behind their back).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -18,6 +20,9 @@ pub const CERT_FILE: &str = "wxsandbox-ca.pem";
 pub const KEY_FILE: &str = "wxsandbox-ca.key";
 /// How long a generated CA is valid. Root lifetimes are not limited by the 825-day rule.
 const CA_DAYS: i64 = 3650;
+/// The smallest CA key accepted, as for the leaves the audit accepts (SPEC section 5).
+pub const MIN_RSA_BITS: usize = 2048;
+pub const MIN_ECDSA_BITS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -47,6 +52,8 @@ pub struct CertificateAuthority {
     key_path: PathBuf,
     origin: CaOrigin,
     subject: String,
+    /// Permission bits of the key file (Unix), as found at load.
+    key_mode: Option<u32>,
     issuer: std::sync::Arc<Issuer<'static, KeyPair>>,
 }
 
@@ -90,7 +97,7 @@ impl CertificateAuthority {
             let path = path.to_path_buf();
             move |source| CaError::Io { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        create_private_dir(dir).map_err(io(dir))?;
         let key = KeyPair::generate()
             .map_err(|e| CaError::Invalid(format!("can't make a CA key: {e}")))?;
         let id: u32 = rand::random();
@@ -121,7 +128,14 @@ impl CertificateAuthority {
         let mut f = file.open(&key_path).map_err(io(&key_path))?;
         f.write_all(key.serialize_pem().as_bytes())
             .map_err(io(&key_path))?;
-        std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
+        // The certificate is public, but only its owner may replace it (0644 under any umask).
+        let mut file = OpenOptions::new();
+        file.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o644);
+        file.open(&cert_path)
+            .and_then(|mut f| f.write_all(cert.pem().as_bytes()))
+            .map_err(io(&cert_path))?;
         let mut ca = Self::load(cert_path, key_path)?;
         ca.origin = CaOrigin::Generated;
         Ok(ca)
@@ -152,6 +166,9 @@ impl CertificateAuthority {
             ));
         }
         let subject = parsed.subject().to_string();
+        if let Some(small) = too_small(&parsed) {
+            return Err(invalid(&cert_path, small));
+        }
         let (key, key_kind) = load_key(&key_pem).map_err(|e| invalid(&key_path, e))?;
         if key.public_key_raw() != parsed.public_key().subject_public_key.data.as_ref() {
             return Err(invalid(
@@ -163,15 +180,21 @@ impl CertificateAuthority {
             .map_err(|e| invalid(&cert_path, format!("can't be used to sign: {e}")))?;
         // Normalise the PEM (a bundle may carry text or several blocks): serve exactly this one.
         let cert_pem = pem_encode("CERTIFICATE", &cert_der);
-        Ok(CertificateAuthority {
+        let key_mode = file_mode(&key_path);
+        let ca = CertificateAuthority {
             cert_pem,
             cert_der,
             cert_path,
             key_path,
             origin: CaOrigin::Existing { key_kind },
             subject,
+            key_mode,
             issuer: std::sync::Arc::new(issuer),
-        })
+        };
+        if let Some(warning) = ca.key_warning() {
+            tracing::warn!(key = %ca.key_path.display(), "{warning}");
+        }
+        Ok(ca)
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -205,6 +228,66 @@ impl CertificateAuthority {
     pub fn issuer(&self) -> std::sync::Arc<Issuer<'static, KeyPair>> {
         self.issuer.clone()
     }
+    /// The key file's permission bits (e.g. `0o600`), as found at load; `None` off Unix.
+    pub fn key_mode(&self) -> Option<u32> {
+        self.key_mode
+    }
+    /// What is wrong with the key file's permissions, and how to fix it: `None` when group and
+    /// others can neither read nor write it.
+    pub fn key_warning(&self) -> Option<String> {
+        let mode = self.key_mode?;
+        (mode & 0o066 != 0).then(|| {
+            format!(
+                "the CA key {path} has mode {mode:04o}: group or others can {what} it, and whoever \
+                 holds it can impersonate any HTTPS site to devices that trust this CA; \
+                 fix: chmod 600 {path}",
+                path = self.key_path.display(),
+                what = if mode & 0o044 != 0 { "read" } else { "write" },
+            )
+        })
+    }
+}
+
+/// The permission bits of `path` (following symlinks); `None` off Unix or when unreadable.
+fn file_mode(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Create `dir` and any missing parents 0700, even under `umask 000` (the CA key lives there; a
+/// umask can only take more away). Directories that exist are left as they are.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// The CA's key is smaller than the minimum: the message says so, with the size and the minimum.
+fn too_small(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
+    use x509_parser::public_key::PublicKey;
+    let (kind, bits, min) = match cert.public_key().parsed().ok()? {
+        PublicKey::RSA(k) => ("RSA", crate::tls::checks::rsa_bits(k.modulus), MIN_RSA_BITS),
+        PublicKey::EC(p) => ("ECDSA", p.key_size(), MIN_ECDSA_BITS),
+        _ => return None,
+    };
+    (bits < min).then(|| {
+        format!(
+            "the CA key is {kind} {bits} bits: too small (the minimum is {MIN_RSA_BITS} bits for RSA, \
+             {MIN_ECDSA_BITS} for ECDSA); make a new CA with a {min}-bit or larger {kind} key"
+        )
+    })
 }
 
 /// A PEM private key in PKCS#8, SEC1 or PKCS#1, as an rcgen key pair, with a description.
@@ -372,6 +455,22 @@ mod tests {
 
     /// A CA made by openssl with the given key (file `key.pem`), then loaded as brought by a user.
     fn byo(genkey: &[&str], convert: Option<&[&str]>, expected: &str) {
+        let dir = byo_dir(genkey, convert);
+        let ca = CertificateAuthority::load_or_create(dir.path()).unwrap();
+        assert_eq!(
+            ca.origin(),
+            &CaOrigin::Existing {
+                key_kind: expected.to_owned()
+            }
+        );
+        assert!(ca.subject().contains("Byo Test CA"));
+        let leaves = crate::tls::leaf::LeafCache::new(&ca, 4).unwrap();
+        leaves.server_config("byo.example.com").unwrap();
+    }
+
+    /// A CA directory as a user brings it: certificate and key made by openssl with `genkey`
+    /// (which writes `key.pem`), the key copied or `convert`ed to [`KEY_FILE`].
+    fn byo_dir(genkey: &[&str], convert: Option<&[&str]>) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         openssl(d, genkey);
@@ -401,16 +500,118 @@ mod tests {
                 .map(|_| ())
                 .unwrap(),
         }
-        let ca = CertificateAuthority::load_or_create(d).unwrap();
-        assert_eq!(
-            ca.origin(),
-            &CaOrigin::Existing {
-                key_kind: expected.to_owned()
-            }
+        dir
+    }
+
+    #[test]
+    fn refuses_an_rsa_1024_ca_as_too_small() {
+        let dir = byo_dir(
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:1024",
+                "-out",
+                "key.pem",
+            ],
+            None,
         );
-        assert!(ca.subject().contains("Byo Test CA"));
-        let leaves = crate::tls::leaf::LeafCache::new(&ca, 4).unwrap();
-        leaves.server_config("byo.example.com").unwrap();
+        let err = CertificateAuthority::load_or_create(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("too small") && err.contains("RSA 1024") && err.contains("2048"),
+            "{err}"
+        );
+        assert!(err.contains(CERT_FILE), "names the file: {err}");
+    }
+
+    #[test]
+    fn refuses_an_ecdsa_p192_ca_as_too_small() {
+        // Whether this openssl still makes P-192 keys varies; skip the case where it can't.
+        let dir = tempfile::tempdir().unwrap();
+        let made = Command::new("openssl")
+            .current_dir(dir.path())
+            .args([
+                "ecparam",
+                "-name",
+                "prime192v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "probe.pem",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !made {
+            eprintln!("openssl can't make a P-192 key here: skipped");
+            return;
+        }
+        let dir = byo_dir(
+            &[
+                "ecparam",
+                "-name",
+                "prime192v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "key.pem",
+            ],
+            None,
+        );
+        let err = CertificateAuthority::load_or_create(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("too small") && err.contains("ECDSA 192") && err.contains("256"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_open_to_group_or_others_is_used_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(dir.path()).unwrap();
+        assert_eq!(ca.key_mode(), Some(0o600));
+        assert_eq!(ca.key_warning(), None);
+        let key = dir.path().join(KEY_FILE);
+        for (mode, what) in [(0o644, "read"), (0o640, "read"), (0o620, "write")] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let ca = CertificateAuthority::load_or_create(dir.path()).unwrap();
+            assert_eq!(ca.key_mode(), Some(mode));
+            let warning = ca.key_warning().unwrap();
+            assert!(
+                warning.contains(&format!("{mode:04o}"))
+                    && warning.contains(&format!("can {what} it"))
+                    && warning.contains(&format!("chmod 600 {}", key.display())),
+                "{warning}"
+            );
+            // Not chmod-ed behind the user's back.
+            let now = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(now, mode);
+        }
+    }
+
+    #[test]
+    fn creates_the_directory_and_missing_parents_0700() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("new").join("sub");
+        let ca = CertificateAuthority::load_or_create(&sub).unwrap();
+        for d in [dir.path().join("new"), sub.clone()] {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        let cert = std::fs::metadata(ca.cert_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(
+            cert & 0o022,
+            0,
+            "the certificate is writable only by its owner"
+        );
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub const MAX_DAYS_PUBLIC: i64 = 398;
 /// One line of the audit.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
-    /// Short name: `chain`, `name`, `dates`, `self-signed`, `signature`, `key`, `validity`, `tls-version`.
+    /// Short name: `chain`, `name`, `dates`, `self-signed`, `signature`, `key`, `validity`,
+    /// `tls-version`, `cipher`, `handshake` (a handshake that failed otherwise).
     pub name: &'static str,
     pub passed: bool,
     /// What was seen.
@@ -95,7 +96,8 @@ pub fn describe(der: &[u8]) -> Option<CertInfo> {
     })
 }
 
-fn rsa_bits(modulus: &[u8]) -> usize {
+/// The size in bits of an RSA modulus (big-endian, leading zeros ignored).
+pub(crate) fn rsa_bits(modulus: &[u8]) -> usize {
     match modulus.iter().position(|&b| b != 0) {
         Some(i) => (modulus.len() - i) * 8 - modulus[i].leading_zeros() as usize,
         None => 0,

@@ -42,6 +42,21 @@ try {
   await page.click("#skip-switch");
   await page.waitForFunction(() => document.getElementById("skip-state").textContent.includes("ON"), null, { timeout: 5000 });
   say("skip-on");
+
+  // 3b. The refusal style: the select shows the style in force, and changing it switches it.
+  for (;;) {
+    const cmd = await next();
+    if (cmd === "refusal-done") break;
+    const [word, style] = (cmd || "").split(" ");
+    if (word !== "refusal") throw new Error("protocol");
+    const before = await page.inputValue("#refusal-style");
+    await page.selectOption("#refusal-style", style);
+    await page.waitForFunction(async (want) => {
+      const s = await (await fetch("/api/state")).json();
+      return s.refusal === want;
+    }, style, { timeout: 5000, polling: 100 });
+    say("refusal " + before + "->" + style);
+  }
   await page.screenshot({ path: screenshot, fullPage: true });
   say("screenshot " + screenshot);
 

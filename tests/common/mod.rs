@@ -188,7 +188,10 @@ pub async fn start_backend(tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
             let stop = stop2.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| backend_route(req, seen.clone(), gauge.clone()));
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                // Heads as large as the proxy accepts (64 KiB), as nginx-sized servers take.
+                builder.http2().max_header_list_size(256 * 1024);
                 match tls {
                     Some(cfg) => {
                         let Ok(tls) = tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await
@@ -410,6 +413,10 @@ pub fn base_yaml(
             y.push_str(&format!("    {host}: {to}\n"));
         }
     }
+    // Tests speak the contract: refusals are answered unless a test asks for another style.
+    if !rest.contains("sandbox:") {
+        y.push_str("sandbox: {refusal: answer}\n");
+    }
     y.push_str(rest);
     y
 }
@@ -438,6 +445,11 @@ pub async fn start_proxy_yaml(yaml: String, dir: tempfile::TempDir, ca: &TestCa)
 /// The common set-up: a test CA, an HTTPS backend for api/ws.example.com, a proxy mapping both
 /// names to it, with `apps` YAML (default [`one_app`]).
 pub async fn setup(apps: Option<String>) -> (TestProxy, Backend, TestCa) {
+    setup_with("", apps).await
+}
+
+/// [`setup`] with more `proxy:` settings, e.g. `idle_timeout_ms: 1000, max_connections: 50`.
+pub async fn setup_with(proxy_opts: &str, apps: Option<String>) -> (TestProxy, Backend, TestCa) {
     init_crypto();
     let ca = TestCa::new("wxsandbox test upstream CA");
     let backend = start_backend(Some(
@@ -457,6 +469,15 @@ pub async fn setup(apps: Option<String>) -> (TestProxy, Backend, TestCa) {
         ],
         &apps.unwrap_or_else(one_app),
     );
+    let yaml = if proxy_opts.is_empty() {
+        yaml
+    } else {
+        yaml.replacen(
+            "clients: [127.0.0.0/8]}",
+            &format!("clients: [127.0.0.0/8], {proxy_opts}}}"),
+            1,
+        )
+    };
     let proxy = start_proxy_yaml(yaml, dir, &ca).await;
     (proxy, backend, ca)
 }
@@ -707,4 +728,61 @@ pub async fn open_wss(
     tokio_tungstenite::client_async(format!("wss://{WS_HOST}{path}"), tls)
         .await
         .map(|(ws, _)| ws)
+}
+
+/// CONNECT to `host:443`, TLS (ALPN h2) trusting the proxy's CA, then an HTTP/2 client whose
+/// stream window is `stream_window` (0: the server may send no body byte until released).
+pub async fn h2_via_tunnel(
+    proxy: &TestProxy,
+    host: &str,
+    stream_window: Option<u32>,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {
+    let (tcp, head) = connect_tunnel(proxy.running.proxy_addr, &format!("{host}:443"), "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let tls = tokio_rustls::TlsConnector::from(tls_client(&proxy.ca_pem, &[b"h2"]))
+        .connect(host.to_owned().try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(hyper_util::rt::TokioTimer::new());
+    if let Some(w) = stream_window {
+        builder.initial_stream_window_size(w).adaptive_window(false);
+    }
+    let (sender, conn) = builder.handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// The latest records of `/api/log` (newest first).
+pub async fn log_records(proxy: &TestProxy) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = reqwest::get(format!("{}/api/log?limit=1000", proxy.control_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = v.get("calls").or_else(|| v.get("records")).unwrap_or(&v);
+    list.as_array().cloned().unwrap_or_default()
+}
+
+/// Records whose URL contains `needle`.
+pub async fn records_for(proxy: &TestProxy, needle: &str) -> Vec<serde_json::Value> {
+    log_records(proxy)
+        .await
+        .into_iter()
+        .filter(|r| r["url"].as_str().is_some_and(|u| u.contains(needle)))
+        .collect()
+}
+
+/// Wait (bounded) until the connection is closed by the peer: `true` when it was.
+pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, limit: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
 }

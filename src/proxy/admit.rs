@@ -1,0 +1,440 @@
+//! Stage 1 of a call, **admit**: where the request goes ([`Target`]), the URL as judged (the
+//! `X-Wxsandbox-Url` hint may only say how that same target was written), which app and API,
+//! the refusal style, and rules 1-5. What passes is an [`Admitted`] call that every later
+//! stage uses; nothing is parsed twice.
+
+use std::sync::Arc;
+
+use http::header::{HeaderValue, ORIGIN, REFERER};
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AppConfig, Config};
+use crate::instances::{Instance, Phase};
+use crate::policy::{self, Api, ApiHints, AppHints, CallUrl, Refusal, Style, Verdict, WebView};
+use crate::proxy::body::Body;
+use crate::proxy::call::{CallMeta, Clock, Cut, CutInfo};
+use crate::proxy::headers::{self, get_str, head_size};
+use crate::proxy::refuse::{self, Refused};
+use crate::proxy::{answer, ConnInfo, MAX_HEADER_BYTES};
+use crate::state::Shared;
+
+/// Header: the exact URL string given to `wx.request`, judged instead of the request's URL.
+pub const URL_HEADER: &str = "x-wxsandbox-url";
+/// Header: names the app.
+pub const APPID_HEADER: &str = "x-wxsandbox-appid";
+/// Header: names the API (`request`, `uploadFile`, `downloadFile`).
+pub const API_HEADER: &str = "x-wxsandbox-api";
+/// Header: the call's timeout in ms (else `network_timeout` of the API, else 60 s).
+pub const TIMEOUT_HEADER: &str = "x-wxsandbox-timeout";
+/// Header: `arraybuffer` leaves the response bytes alone (no BOM or charset handling).
+pub const RESPONSE_TYPE_HEADER: &str = "x-wxsandbox-response-type";
+/// Header: `fail` or `answer`, this call's refusal style.
+pub const REFUSAL_HEADER: &str = "x-wxsandbox-refusal";
+
+/// Where a request goes: scheme, host, port, path; and whether the port was written.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    tls: bool,
+    /// Normalised (see [`policy::normalize_target_host`]); IPv6 literals keep their brackets.
+    pub host: String,
+    pub port: u16,
+    explicit_port: bool,
+    path_and_query: String,
+}
+
+impl Target {
+    pub fn of(req: &Request<Incoming>, conn: &ConnInfo) -> Result<Target, Response<Body>> {
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        if let Some(tunnel) = &conn.tunnel {
+            return Ok(Target {
+                tls: true,
+                host: tunnel.host.clone(),
+                port: tunnel.port,
+                explicit_port: tunnel.port != 443,
+                path_and_query,
+            });
+        }
+        let bad = |message| Err(answer::status_only(StatusCode::BAD_REQUEST, message));
+        let uri = req.uri();
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return bad("wxsandbox is a proxy: send absolute-form requests (curl -x), or open http://wxsandbox.cert/ through it");
+        };
+        if !scheme.eq_ignore_ascii_case("http") {
+            return bad("only http:// URLs are forwarded in absolute form; use CONNECT for https");
+        }
+        let Some(host) = policy::normalize_target_host(authority.host()) else {
+            return bad("the request's host is not a valid host name");
+        };
+        Ok(Target {
+            tls: false,
+            host,
+            port: authority.port_u16().unwrap_or(80),
+            explicit_port: authority.port().is_some(),
+            path_and_query,
+        })
+    }
+
+    /// The URL as the mini program wrote it (as far as the proxy can tell).
+    pub fn url(&self, websocket: bool) -> String {
+        let mut url = format!("{}://{}", self.scheme(websocket), self.host);
+        if self.explicit_port {
+            url.push_str(&format!(":{}", self.port));
+        }
+        url.push_str(&self.path_and_query);
+        url
+    }
+
+    fn scheme(&self, websocket: bool) -> &'static str {
+        match (self.tls, websocket) {
+            (true, false) => "https",
+            (true, true) => "wss",
+            (false, false) => "http",
+            (false, true) => "ws",
+        }
+    }
+
+    /// Where the request really goes, as a parsed call URL (for the hint check).
+    fn call_url(&self, websocket: bool) -> Option<CallUrl> {
+        policy::parse_url(&format!(
+            "{}://{}:{}/",
+            self.scheme(websocket),
+            self.host,
+            self.port
+        ))
+    }
+
+    /// The absolute URI the upstream client dials.
+    pub fn upstream_uri(&self) -> Result<Uri, http::Error> {
+        let scheme = if self.tls { "https" } else { "http" };
+        Ok(Uri::try_from(format!(
+            "{scheme}://{}:{}{}",
+            self.host, self.port, self.path_and_query
+        ))?)
+    }
+}
+
+/// A call that passed rules 1-5, with everything the later stages need.
+pub(crate) struct Admitted<'c> {
+    pub head: http::request::Parts,
+    /// The request body, until it goes upstream.
+    pub body: Option<Incoming>,
+    pub app: &'c AppConfig,
+    pub api: Api,
+    pub url: Arc<str>,
+    pub meta: CallMeta,
+    pub style: Style,
+    pub origin: Option<HeaderValue>,
+    pub instance: Arc<Instance>,
+    pub clock: Clock,
+    pub timeout_ms: u64,
+    pub websocket: bool,
+    /// Calls started on the connection before this one.
+    pub earlier_calls: u64,
+    /// Web-view traffic: a browser's page, not a mini program API call (no slot, no cut, no
+    /// decoding).
+    pub webview: bool,
+}
+
+impl Admitted<'_> {
+    /// This call's refusal, on its way out (the body is kept for draining).
+    pub fn refused(&mut self, refusal: Refusal) -> Box<Refused> {
+        Box::new(Refused {
+            expects_continue: refuse::expects_continue(&self.head.headers),
+            version: self.head.version,
+            meta: self.meta.clone(),
+            refusal,
+            style: self.style,
+            origin: self.origin.clone(),
+            body: self.body.take(),
+            earlier_calls: self.earlier_calls,
+        })
+    }
+
+    /// The refusal of a cut (deadline or background) before the response.
+    pub fn cut(&mut self, cut: Cut) -> Box<Refused> {
+        let refusal = self.cut_info(CancellationToken::new()).refusal(cut);
+        self.refused(refusal)
+    }
+
+    pub fn cut_info(&self, kill: CancellationToken) -> CutInfo {
+        CutInfo {
+            api: self.api,
+            url: self.url.clone(),
+            timeout_ms: self.timeout_ms,
+            grace_ms: u64::try_from(self.app.limits.background_grace.as_millis())
+                .unwrap_or(u64::MAX),
+            kill,
+        }
+    }
+}
+
+/// Stage 1, admit: head size, the URL (and its hint), the app and API, rules 1-5.
+pub(crate) fn admit<'c>(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    config: &'c Config,
+    target: &Target,
+) -> Result<Admitted<'c>, Box<Refused>> {
+    let mut arrived = Arrived::read(req, conn, config, target);
+    match arrived.verdict(conn, target) {
+        Ok((app, api, instance)) => Ok(arrived.admitted(app, api, instance)),
+        Err(refusal) => Err(arrived.refuse(refusal)),
+    }
+}
+
+/// What a call that passed rules 1-5 is: its app, its API, its instance.
+type Verdicted<'c> = (&'c AppConfig, Api, Arc<Instance>);
+
+/// A request as it arrived: what is read once and used by every later stage.
+struct Arrived<'c> {
+    req: Request<Incoming>,
+    meta: CallMeta,
+    /// The URL as judged: the hint when sent, else the request's own.
+    url: String,
+    hint: Option<String>,
+    websocket: bool,
+    app: Option<&'c AppConfig>,
+    style: Style,
+    earlier_calls: u64,
+    webview: bool,
+}
+
+impl<'c> Arrived<'c> {
+    fn read(req: Request<Incoming>, conn: &ConnInfo, config: &'c Config, target: &Target) -> Self {
+        let websocket = headers::is_websocket_upgrade(req.headers());
+        // Non-ASCII bytes are judged too (rule 1 refuses them with their own text).
+        let hint = req
+            .headers()
+            .get(URL_HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let url = hint.clone().unwrap_or_else(|| target.url(websocket));
+        let mut meta = CallMeta::new(
+            &conn.shared,
+            conn.client.ip(),
+            req.method().as_str(),
+            &url,
+            req.headers(),
+            req.version(),
+        );
+        let app = identify(&req, conn, config);
+        meta.appid = app.map(|a| a.appid.clone());
+        let style = style_of(&req, app, &conn.shared);
+        Arrived {
+            req,
+            meta,
+            url,
+            hint,
+            websocket,
+            app,
+            style,
+            earlier_calls: conn.activity.started().saturating_sub(1),
+            webview: false,
+        }
+    }
+
+    /// Rules 1-5, in order; the API is known from the app on.
+    fn verdict(&mut self, conn: &ConnInfo, target: &Target) -> Result<Verdicted<'c>, Refusal> {
+        let guess = if self.websocket {
+            Api::ConnectSocket
+        } else {
+            Api::Request
+        };
+        self.meta.api = guess.as_str();
+        let size = head_size(&self.req);
+        if size > MAX_HEADER_BYTES {
+            return Err(Refusal::head_too_large(
+                guess,
+                &self.url,
+                size,
+                MAX_HEADER_BYTES,
+            ));
+        }
+        let app = self
+            .app
+            .ok_or_else(|| policy::unknown_app(guess, &self.url))?;
+        if let Some(admitted) = self.webview(conn, target, app)? {
+            return Ok(admitted);
+        }
+        let api = detect(&self.req, app, &self.url, self.websocket);
+        self.meta.api = api.as_str();
+        if let Some(hint) = &self.hint {
+            check_hint(hint, target, self.websocket, api)?;
+        }
+        let call = policy::Call {
+            client: conn.client.ip(),
+            api,
+            url: &self.url,
+            method: self.req.method().as_str(),
+        };
+        if let Verdict::Refuse(refusal) = policy::judge(app, &call, conn.shared.switches()) {
+            return Err(refusal);
+        }
+        let instance = conn
+            .shared
+            .instances
+            .get(&app.appid, conn.client.ip())
+            .map_err(|_| policy::unknown_app(api, &self.url))?;
+        // Rule 5; a CORS preflight is judged by rules 1-4 only (SPEC section 3, "Browsers").
+        let preflight = policy::is_preflight(
+            self.req.method().as_str(),
+            self.req
+                .headers()
+                .contains_key("access-control-request-method"),
+        );
+        if !preflight && instance.phase() != Phase::Foreground {
+            return Err(Refusal::background(api, &self.url));
+        }
+        Ok((app, api, instance))
+    }
+
+    /// Web-view traffic: a navigation is judged by the business domains (and answered with a
+    /// page a person can read), what the page loads passes; neither takes a slot.
+    fn webview(
+        &mut self,
+        conn: &ConnInfo,
+        target: &Target,
+        app: &'c AppConfig,
+    ) -> Result<Option<Verdicted<'c>>, Refusal> {
+        let h = self.req.headers();
+        let kind = policy::webview_kind(
+            get_str(h, API_HEADER),
+            get_str(h, "user-agent"),
+            get_str(h, "sec-fetch-dest"),
+            h.keys().any(|k| k.as_str().starts_with("sec-fetch-")),
+        );
+        if kind == WebView::No || self.websocket {
+            return Ok(None);
+        }
+        self.meta.api = Api::WebView.as_str();
+        if let Some(hint) = &self.hint {
+            check_hint(hint, target, false, Api::WebView)?;
+        }
+        if kind == WebView::Navigation {
+            if let Verdict::Refuse(refusal) =
+                policy::judge_navigation(app, &self.url, conn.shared.switches())
+            {
+                // A person is looking at it: the refusal page, whatever the style.
+                self.style = Style::Answer;
+                return Err(refusal);
+            }
+        }
+        let instance = conn
+            .shared
+            .instances
+            .get(&app.appid, conn.client.ip())
+            .map_err(|_| policy::unknown_app(Api::WebView, &self.url))?;
+        self.webview = true;
+        Ok(Some((app, Api::WebView, instance)))
+    }
+
+    fn admitted(self, app: &'c AppConfig, api: Api, instance: Arc<Instance>) -> Admitted<'c> {
+        let timeout = policy::call_timeout(get_str(self.req.headers(), TIMEOUT_HEADER), app, api);
+        let preflight = policy::is_preflight(
+            self.req.method().as_str(),
+            self.req
+                .headers()
+                .contains_key("access-control-request-method"),
+        );
+        let cut_by = (!preflight && !self.webview).then(|| instance.clone());
+        let (head, body) = self.req.into_parts();
+        Admitted {
+            origin: head.headers.get(ORIGIN).cloned(),
+            head,
+            body: Some(body),
+            app,
+            api,
+            url: Arc::from(self.url),
+            style: self.style,
+            clock: Clock::new(self.meta.arrival + timeout, cut_by),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            meta: self.meta,
+            instance,
+            websocket: self.websocket,
+            earlier_calls: self.earlier_calls,
+            webview: self.webview,
+        }
+    }
+
+    fn refuse(self, refusal: Refusal) -> Box<Refused> {
+        Box::new(Refused {
+            version: self.req.version(),
+            expects_continue: refuse::expects_continue(self.req.headers()),
+            origin: self.req.headers().get(ORIGIN).cloned(),
+            body: Some(self.req.into_body()),
+            meta: self.meta,
+            refusal,
+            style: self.style,
+            earlier_calls: self.earlier_calls,
+        })
+    }
+}
+
+/// The app of a request: its own headers first, then what its tunnel's CONNECT said.
+fn identify<'c>(
+    req: &Request<Incoming>,
+    conn: &ConnInfo,
+    config: &'c Config,
+) -> Option<&'c AppConfig> {
+    let h = req.headers();
+    let tunnel = conn.tunnel.as_ref();
+    let hints = AppHints {
+        proxy_authorization: get_str(h, "proxy-authorization")
+            .or_else(|| tunnel.and_then(|t| t.proxy_authorization.as_deref())),
+        appid_header: get_str(h, APPID_HEADER)
+            .or_else(|| tunnel.and_then(|t| t.appid_header.as_deref())),
+        referer: get_str(h, REFERER.as_str()),
+        client: conn.client.ip(),
+    };
+    policy::identify_app(config, &hints)
+}
+
+/// The API a request stands for.
+fn detect(req: &Request<Incoming>, app: &AppConfig, url: &str, websocket: bool) -> Api {
+    let h = req.headers();
+    let hints = ApiHints {
+        is_websocket_upgrade: websocket,
+        api_header: get_str(h, API_HEADER),
+        method: req.method().as_str(),
+        content_type: get_str(h, "content-type"),
+    };
+    policy::detect_api(app, &hints, url)
+}
+
+/// The refusal style of a request (call header, then app, then global).
+fn style_of(req: &Request<Incoming>, app: Option<&AppConfig>, shared: &Shared) -> Style {
+    let h = req.headers();
+    let carries = h
+        .keys()
+        .any(|k| k.as_str().starts_with(headers::SANDBOX_PREFIX));
+    policy::refusal_style(
+        get_str(h, REFUSAL_HEADER),
+        carries,
+        app.and_then(|a| a.refusal),
+        shared.refusal_style(),
+    )
+}
+
+/// `X-Wxsandbox-Url` may only say how the real target was written: same scheme family, host
+/// and port. An unparsable hint is judged as it is (rule 1 refuses it with its own text).
+fn check_hint(hint: &str, target: &Target, websocket: bool, api: Api) -> Result<(), Refusal> {
+    let Some(parsed) = policy::parse_url(hint) else {
+        return Ok(());
+    };
+    let real = target.call_url(websocket);
+    if real
+        .as_ref()
+        .is_some_and(|r| policy::hint_matches(&parsed, r))
+    {
+        return Ok(());
+    }
+    let shown = match &real {
+        Some(r) => format!("{}://{}:{}", target.scheme(websocket), r.host, target.port),
+        None => target.url(websocket),
+    };
+    Err(Refusal::hint_mismatch(api, hint, &shown))
+}
