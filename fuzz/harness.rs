@@ -30,8 +30,6 @@ pub const KNOWN: &[&str] = &[
     "ipv4-mapped-lan",
     // `https://api.example.com../` matches `https://api.example.com` (every trailing dot goes).
     "trailing-dots",
-    // `tcp://080:7000` parses (a name), allowed with the skip switch; WHATWG: no IPv4 address.
-    "numeric-host",
     // normalize_host accepts hosts WHATWG forbids (`db.eproject:om`, controls, `%`) in lists.
     "config-host",
     // A malformed sequence split across frames of a streamed body: `read - after` underflows.
@@ -630,6 +628,21 @@ apps:
         );
     }
 
+    /// A CONNECT authority as the proxy takes it (connect.rs): hyper/http parse `host:port`
+    /// first (one they refuse, or port 0, is answered 400 before any judging), then
+    /// policy::normalize_target_host. ((host as written, as normalised), port).
+    fn connect_authority(host: &str, port: u16) -> Option<((String, String), u16)> {
+        let authority = format!("{host}:{port}")
+            .parse::<http::uri::Authority>()
+            .ok()?;
+        if authority.port_u16() != Some(port) || port == 0 {
+            return None;
+        }
+        let raw = authority.host().to_owned();
+        let normalized = policy::normalize_target_host(&raw)?;
+        Some(((raw, normalized), port))
+    }
+
     /// The hint names the real target (SPEC 3): scheme family, host, effective port, as WHATWG
     /// reads both.
     fn same_target(hint: &Whatwg, real: &Whatwg) -> bool {
@@ -743,6 +756,18 @@ apps:
             }
             api
         };
+        // A raw TCP tunnel has no headers and no URL of its own: the proxy writes
+        // `tcp://{host}:{port}` from the CONNECT authority (tunnel.rs), as below.
+        let tcp_url;
+        let judged = if api == Api::Tcp {
+            let Some((host, port)) = connect_authority(connect_host.unwrap_or(url), port) else {
+                return;
+            };
+            tcp_url = format!("tcp://{}:{port}", host.1);
+            tcp_url.as_str()
+        } else {
+            judged
+        };
         let _ = policy::parse_url(judged);
         let call = Call {
             client,
@@ -752,7 +777,7 @@ apps:
         };
         let verdict = policy::judge(app, &call, sw);
         check_judge(mode, lists, api, client, judged, method, sw, &verdict);
-        if let (Some(h), Verdict::Allow) = (hint, &verdict) {
+        if let (Some(h), Verdict::Allow, false) = (hint, &verdict, api == Api::Tcp) {
             let same = match (whatwg(h), whatwg(url)) {
                 (Some(h), Some(r)) => same_target(&h, &r),
                 _ => false,
@@ -767,22 +792,11 @@ apps:
         }
 
         // The CONNECT-level check.
-        // The host as the proxy hands it over (connect.rs): the CONNECT authority's (hyper/http
-        // parse it first: one they refuse, or port 0, is answered 400 before any judging),
-        // normalised by policy::normalize_target_host.
-        let authority = connect_host.unwrap_or(url);
-        let Ok(authority) = format!("{authority}:{port}").parse::<http::uri::Authority>() else {
-            return;
-        };
-        if authority.port_u16() != Some(port) || port == 0 {
-            return;
-        }
-        let raw = authority.host();
-        let Some(host) = policy::normalize_target_host(raw) else {
+        let Some(((raw, host), port)) = connect_authority(connect_host.unwrap_or(url), port) else {
             return;
         };
         let verdict = policy::judge_connect(app, client, &host, port, sw);
-        check_connect(mode, lists, client, raw, port, sw, &verdict);
+        check_connect(mode, lists, client, &raw, port, sw, &verdict);
     }
 }
 

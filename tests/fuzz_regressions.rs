@@ -146,12 +146,6 @@ fn bug_decode_split_malformed() {
     bug("decode", "decode-split-malformed", harness::decode::run);
 }
 
-#[test]
-#[ignore = "bug: judge takes tcp://080:7000 (parse_tcp: a host ending in a number that is no IPv4 address) as a name, allowed with the skip switch; WHATWG refuses it (unreachable through the proxy, which writes tcp URLs from WHATWG-normalised hosts)"]
-fn bug_numeric_host() {
-    bug("judge", "numeric-host", harness::judge::run);
-}
-
 // Found while writing the harness (on b79cd87; fixed since by admit.rs's check_hint), in the
 // proxy around the pure functions: end to end, through a running proxy.
 
