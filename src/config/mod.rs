@@ -19,7 +19,9 @@ use ipnet::IpNet;
 
 use crate::policy::network::{self, Profile};
 
-mod project;
+/// Public for the fuzz harness (fuzz/harness.rs) only.
+#[doc(hidden)]
+pub mod project;
 pub mod raw;
 mod validate;
 

@@ -64,7 +64,7 @@ impl CallUrl {
 /// of an http(s)/ws(s) URL, user info is skipped, `0x7f.1` is an IPv4 address). `None`:
 /// unparsable or a scheme the APIs don't take. The port is kept only when written, default or not.
 pub fn parse_url(url: &str) -> Option<CallUrl> {
-    let text = url.trim();
+    let text = url.trim_matches(|c: char| c <= ' ');
     let (scheme, rest) = text.split_once(':')?;
     if scheme.eq_ignore_ascii_case("tcp") {
         return parse_tcp(rest.strip_prefix("//")?);

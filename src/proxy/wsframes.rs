@@ -67,7 +67,10 @@ impl FrameTracker {
 /// A close frame with `code` and `reason` (reason at most 123 bytes), masked when it goes to a
 /// server (client-to-server frames must be masked; a zero key leaves the payload as is).
 pub fn close_frame(code: u16, reason: &str, masked: bool) -> Vec<u8> {
-    let reason = &reason.as_bytes()[..reason.len().min(123)];
+    let reason = &reason.as_bytes()[..(0..=reason.len().min(123))
+        .rev()
+        .find(|&i| reason.is_char_boundary(i))
+        .unwrap_or(0)];
     let len = 2 + reason.len();
     let mut frame = Vec::with_capacity(2 + 4 + len);
     frame.push(0x88);
