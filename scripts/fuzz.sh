@@ -13,7 +13,7 @@
 # the script exits 1.
 # Environment: FUZZ_SANITIZER (none | address, default none: the crate forbids unsafe code, and
 # none runs about twice as many inputs); FUZZ_TALLY=FILE appends one markdown row per target
-# (`| target | seconds run | executions | crashes |`), e.g. FUZZ_TALLY=fuzz/EXECUTIONS.md.
+# (`| target | seconds run | executions | crashes | commit |`), e.g. FUZZ_TALLY=fuzz/EXECUTIONS.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,7 +72,8 @@ for t in "${targets[@]}"; do
   fi
   printf '%-9s %8s %14s  %s\n' "$t" "$took" "${execs:-?}" "$result"
   if [ -n "${FUZZ_TALLY:-}" ]; then
-    printf '| %s | %s | %s | %s |\n' "$t" "$took" "${execs:-?}" "$crashes" >>"$FUZZ_TALLY"
+    printf '| %s | %s | %s | %s | %s |\n' "$t" "$took" "${execs:-?}" "$crashes" \
+      "$(git rev-parse --short HEAD 2>/dev/null)" >>"$FUZZ_TALLY"
   fi
 done
 if [ $crashed -ne 0 ]; then
