@@ -142,3 +142,23 @@ async fn the_skip_switch_lifts_the_business_domain_check() {
     assert_eq!(r.status(), 200);
     assert_eq!(backend.count(), 1);
 }
+
+/// The web-view marks are the client's to send: for an app without business domains (no page
+/// can exist) they lift nothing, and the call is judged as the API call it is (here a method
+/// wx.request doesn't take, in a tunnel to a listed host).
+#[tokio::test]
+async fn the_web_view_marks_lift_nothing_for_an_app_without_pages() {
+    let (proxy, backend, _ca) = setup(None).await;
+    let r = client(&proxy)
+        .patch(format!("https://{API_HOST}/api/data"))
+        .header("user-agent", WEBVIEW_UA)
+        .header("sec-fetch-dest", "empty")
+        .header("sec-fetch-mode", "cors")
+        .send()
+        .await
+        .unwrap();
+    let (status, _, errmsg, rule, _) = refusal_of(r).await;
+    assert_eq!((status, rule.as_str()), (400, "invalid-url"));
+    assert_eq!(errmsg, "request:fail method is invalid");
+    assert_eq!(backend.count(), 0);
+}

@@ -319,7 +319,11 @@ impl<'c> Arrived<'c> {
             get_str(h, "sec-fetch-dest"),
             h.keys().any(|k| k.as_str().starts_with("sec-fetch-")),
         );
-        if kind == WebView::No || self.websocket {
+        // Only an app with business domains can have a web-view page: for the others, what
+        // claims to be a page's own request is judged as the API call it is (the marks are the
+        // client's to send, so they must not lift the request lists of an app without pages).
+        let no_pages = kind == WebView::Subresource && app.business_domains.is_empty();
+        if kind == WebView::No || self.websocket || no_pages {
             return Ok(None);
         }
         self.meta.api = Api::WebView.as_str();
