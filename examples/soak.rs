@@ -641,6 +641,33 @@ struct Sample {
     wrong: u64,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
+    /// The interval's 1 KiB GET latencies (µs, sorted), for the 5-minute windows.
+    lat_us: Vec<u64>,
+}
+
+/// The p99 windows: the first and the last 5 minutes of the load.
+const WINDOW_S: f64 = 300.0;
+
+/// p99 (ms) of the 1 KiB GETs in the first and in the last [`WINDOW_S`] of the load; `None` when
+/// the load is shorter than two windows (they would overlap).
+fn p99_windows(load: &[&Sample]) -> Option<(f64, f64)> {
+    let (from, to) = (load.first()?.t, load.last()?.t);
+    if to - from < 2.0 * WINDOW_S {
+        return None;
+    }
+    let p99 = |keep: &dyn Fn(f64) -> bool| {
+        let mut v: Vec<u64> = load
+            .iter()
+            .filter(|s| keep(s.t))
+            .flat_map(|s| s.lat_us.iter().copied())
+            .collect();
+        v.sort_unstable();
+        percentile(&v, 99)
+    };
+    // A sample holds the 5 s before it: the first window's samples end within WINDOW_S + 5 s.
+    let first = p99(&|t| t <= from + WINDOW_S)?;
+    let last = p99(&|t| t > to - WINDOW_S)?;
+    Some((first, last))
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -676,6 +703,7 @@ async fn sample(ctx: &Ctx, pid: u32, t0: Instant, phase: &'static str) -> Sample
         wrong: ctx.stats.wrong.load(Ordering::Relaxed),
         p50_ms: percentile(&lat, 50),
         p99_ms: percentile(&lat, 99),
+        lat_us: lat,
         ..Sample::default()
     };
     if let Ok(state) = ctx.state().await {
@@ -1477,7 +1505,15 @@ async fn run() -> anyhow::Result<bool> {
         .iter()
         .rev()
         .find(|s| s.p99_ms.is_some() && s.phase != "final");
+    let windows = p99_windows(&under_load);
     let mut failures = Vec::new();
+    if let Some((first, last)) = windows {
+        if (last / first - 1.0).abs() > 0.2 {
+            failures.push(format!(
+                "p99 of 1 KiB GETs in the last {WINDOW_S:.0} s {last:.2} ms vs {first:.2} ms in the first {WINDOW_S:.0} s: more than 20% apart"
+            ));
+        }
+    }
     if wrong > 0 {
         failures.push(format!("{wrong} wrong verdict(s)"));
     }
@@ -1594,6 +1630,15 @@ async fn run() -> anyhow::Result<bool> {
         ms(first_p99),
         ms(last_p99)
     );
+    match windows {
+        Some((first, last)) => println!(
+            "1 KiB GET p99 over {WINDOW_S:.0} s windows: first {first:.2} ms, last {last:.2} ms ({:+.1}%)",
+            (last / first - 1.0) * 100.0
+        ),
+        None => println!(
+            "1 KiB GET p99 over {WINDOW_S:.0} s windows: the load is shorter than two windows (not checked)"
+        ),
+    }
     println!("proxy exit on SIGTERM: {exit}");
     println!("samples: {}", args.out.join("soak.csv").display());
     if failures.is_empty() {

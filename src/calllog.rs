@@ -97,18 +97,133 @@ pub struct Record {
     pub network: Option<String>,
     /// For HAR: request and response headers (redacted), and the HTTP version.
     #[serde(skip)]
-    pub request_headers: http::HeaderMap,
+    pub request_headers: Headers,
     #[serde(skip)]
-    pub response_headers: http::HeaderMap,
+    pub response_headers: Headers,
     #[serde(skip)]
-    pub http_version: String,
+    pub http_version: &'static str,
 }
 
-/// One header as kept: HAR's `{"name","value"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Header {
-    pub name: Box<str>,
-    pub value: Box<str>,
+/// Headers as kept for HAR, captured once per call: one buffer of `name\nvalue\n` pairs (an
+/// HTTP field never holds a line feed), names clipped to [`MAX_HEADER_NAME_BYTES`], values to
+/// [`MAX_HEADER_VALUE_BYTES`], credentials redacted, at most [`MAX_HEADERS`] then one marker
+/// pair. One allocation a side, no `HeaderMap` kept (its values may pin hyper's read buffers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Box<[u8]>);
+
+impl Headers {
+    /// Capture `map` as kept.
+    pub fn capture(map: &http::HeaderMap) -> Headers {
+        let total = map.len();
+        if total == 0 {
+            return Headers::default();
+        }
+        let wanted: usize = map
+            .iter()
+            .take(MAX_HEADERS)
+            .map(|(n, v)| {
+                n.as_str().len().min(MAX_HEADER_NAME_BYTES)
+                    + v.len().min(MAX_HEADER_VALUE_BYTES + 40)
+                    + 2
+            })
+            .sum();
+        let mut buf = Vec::with_capacity(wanted + if total > MAX_HEADERS { 48 } else { 0 });
+        for (name, value) in map.iter().take(MAX_HEADERS) {
+            push_clipped(&mut buf, name.as_str().as_bytes(), MAX_HEADER_NAME_BYTES);
+            buf.push(b'\n');
+            if REDACTED.contains(&name.as_str()) {
+                buf.extend_from_slice(b"<redacted>");
+            } else {
+                push_clipped(&mut buf, value.as_bytes(), MAX_HEADER_VALUE_BYTES);
+            }
+            buf.push(b'\n');
+        }
+        if total > MAX_HEADERS {
+            buf.extend_from_slice(TRUNCATED_HEADERS_NAME.as_bytes());
+            buf.push(b'\n');
+            buf.extend_from_slice(
+                format!("[truncated {} headers]", total - MAX_HEADERS).as_bytes(),
+            );
+            buf.push(b'\n');
+        }
+        Headers(buf.into_boxed_slice())
+    }
+
+    /// The (name, value) pairs as kept, raw bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut fields = self.0.split(|b| *b == b'\n');
+        std::iter::from_fn(move || {
+            let name = fields.next()?;
+            let value = fields.next()?;
+            Some((name, value))
+        })
+    }
+
+    /// How many pairs are kept.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The value kept for `name` (lower-case), as text.
+    pub fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.iter()
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| String::from_utf8_lossy(v))
+    }
+}
+
+/// HAR's `[{"name","value"}]`, text made from the bytes kept (invalid UTF-8 replaced).
+impl Serialize for Headers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        #[derive(Serialize)]
+        struct Pair<'a> {
+            name: std::borrow::Cow<'a, str>,
+            value: std::borrow::Cow<'a, str>,
+        }
+        let mut seq = serializer.serialize_seq(None)?;
+        for (name, value) in self.iter() {
+            seq.serialize_element(&Pair {
+                name: String::from_utf8_lossy(name),
+                value: String::from_utf8_lossy(value),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// Append `bytes` cut to at most `max` (at a UTF-8 boundary when the cut falls in a sequence)
+/// with a `…[truncated N bytes]` marker when anything was cut.
+fn push_clipped(buf: &mut Vec<u8>, bytes: &[u8], max: usize) {
+    if bytes.len() <= max {
+        buf.extend_from_slice(bytes);
+        return;
+    }
+    let cut = utf8_cut(bytes, max);
+    buf.extend_from_slice(&bytes[..cut]);
+    buf.extend_from_slice(format!("…[truncated {} bytes]", bytes.len() - cut).as_bytes());
+}
+
+/// `max`, backed up to the start of a UTF-8 sequence (at most 3 continuation bytes).
+fn utf8_cut(bytes: &[u8], max: usize) -> usize {
+    let mut cut = max;
+    for _ in 0..3 {
+        if cut > 0 && bytes.get(cut).is_some_and(|b| b & 0xC0 == 0x80) {
+            cut -= 1;
+        } else {
+            break;
+        }
+    }
+    cut
 }
 
 /// A record as the ring keeps it: clipped, redacted, owned. Serialises as the record of SPEC
@@ -137,11 +252,11 @@ pub struct Entry {
     pub bytes_down: u64,
     pub network: Option<Box<str>>,
     #[serde(skip)]
-    pub request_headers: Box<[Header]>,
+    pub request_headers: Headers,
     #[serde(skip)]
-    pub response_headers: Box<[Header]>,
+    pub response_headers: Headers,
     #[serde(skip)]
-    pub http_version: Box<str>,
+    pub http_version: &'static str,
     #[serde(skip)]
     size: usize,
 }
@@ -149,30 +264,28 @@ pub struct Entry {
 impl Entry {
     /// The compact form of a record; the record's header maps are dropped here.
     pub fn from_record(record: Record) -> Entry {
-        let request_headers = compact_headers(&record.request_headers);
-        let response_headers = compact_headers(&record.response_headers);
         let mut entry = Entry {
             id: record.id,
             ts: record.ts,
-            appid: record.appid.as_deref().map(|a| clip(a, MAX_SHORT_BYTES)),
+            appid: record.appid.map(|a| keep(a, MAX_SHORT_BYTES)),
             client: record.client,
             api: record.api,
-            method: clip(&record.method, MAX_SHORT_BYTES),
-            url: clip(&record.url, MAX_URL_BYTES),
+            method: keep(record.method, MAX_SHORT_BYTES),
+            url: keep(record.url, MAX_URL_BYTES),
             outcome: record.outcome,
             status: record.status,
             errno: record.errno,
-            errmsg: record.errmsg.as_deref().map(|m| clip(m, MAX_TEXT_BYTES)),
+            errmsg: record.errmsg.map(|m| keep(m, MAX_TEXT_BYTES)),
             rule: record.rule,
-            detail: record.detail.as_deref().map(|d| clip(d, MAX_TEXT_BYTES)),
+            detail: record.detail.map(|d| keep(d, MAX_TEXT_BYTES)),
             queue_ms: record.queue_ms,
             duration_ms: record.duration_ms,
             bytes_up: record.bytes_up,
             bytes_down: record.bytes_down,
-            network: record.network.as_deref().map(|n| clip(n, MAX_SHORT_BYTES)),
-            request_headers,
-            response_headers,
-            http_version: clip(&record.http_version, MAX_SHORT_BYTES),
+            network: record.network.map(|n| keep(n, MAX_SHORT_BYTES)),
+            request_headers: record.request_headers,
+            response_headers: record.response_headers,
+            http_version: record.http_version,
             size: 0,
         };
         entry.size = entry.measure();
@@ -186,12 +299,7 @@ impl Entry {
 
     fn measure(&self) -> usize {
         let opt = |s: &Option<Box<str>>| s.as_deref().map_or(0, str::len);
-        let headers = |h: &[Header]| {
-            std::mem::size_of_val(h)
-                + h.iter()
-                    .map(|h| h.name.len() + h.value.len())
-                    .sum::<usize>()
-        };
+        let headers = |h: &Headers| h.bytes();
         std::mem::size_of::<Entry>()
             + 2 * std::mem::size_of::<usize>()
             + opt(&self.appid)
@@ -202,15 +310,20 @@ impl Entry {
             + opt(&self.network)
             + headers(&self.request_headers)
             + headers(&self.response_headers)
-            + self.http_version.len()
     }
 
     /// A response header's value (names are kept lower-case).
-    pub fn response_header(&self, name: &str) -> Option<&str> {
-        self.response_headers
-            .iter()
-            .find(|h| &*h.name == name)
-            .map(|h| &*h.value)
+    pub fn response_header(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.response_headers.get(name)
+    }
+}
+
+/// `text` kept as it is when it fits (no copy), else [`clip`]ped.
+fn keep(text: String, max: usize) -> Box<str> {
+    if text.len() <= max {
+        text.into_boxed_str()
+    } else {
+        clip(&text, max)
     }
 }
 
@@ -225,43 +338,10 @@ pub fn clip_bytes(bytes: &[u8], max: usize) -> Box<str> {
     if bytes.len() <= max {
         return String::from_utf8_lossy(bytes).into();
     }
-    let mut cut = max;
-    // Back up to the start of a UTF-8 sequence (at most 3 continuation bytes).
-    for _ in 0..3 {
-        if cut > 0 && bytes[cut] & 0xC0 == 0x80 {
-            cut -= 1;
-        } else {
-            break;
-        }
-    }
+    let cut = utf8_cut(bytes, max);
     let mut text = String::from_utf8_lossy(&bytes[..cut]).into_owned();
     text.push_str(&format!("…[truncated {} bytes]", bytes.len() - cut));
     text.into_boxed_str()
-}
-
-/// Headers as kept: names clipped to [`MAX_HEADER_NAME_BYTES`], values to
-/// [`MAX_HEADER_VALUE_BYTES`], credentials redacted, at most [`MAX_HEADERS`] then one marker entry.
-fn compact_headers(map: &http::HeaderMap) -> Box<[Header]> {
-    let total = map.len();
-    let mut out: Vec<Header> = Vec::with_capacity(total.min(MAX_HEADERS + 1));
-    for (name, value) in map.iter().take(MAX_HEADERS) {
-        let value = if REDACTED.contains(&name.as_str()) {
-            "<redacted>".into()
-        } else {
-            clip_bytes(value.as_bytes(), MAX_HEADER_VALUE_BYTES)
-        };
-        out.push(Header {
-            name: clip(name.as_str(), MAX_HEADER_NAME_BYTES),
-            value,
-        });
-    }
-    if total > MAX_HEADERS {
-        out.push(Header {
-            name: TRUNCATED_HEADERS_NAME.into(),
-            value: format!("[truncated {} headers]", total - MAX_HEADERS).into(),
-        });
-    }
-    out.into_boxed_slice()
 }
 
 /// Upper bounds (seconds) of the latency histogram's buckets.
@@ -564,9 +644,9 @@ mod tests {
             bytes_up: 0,
             bytes_down: 0,
             network: Some("online".to_owned()),
-            request_headers,
-            response_headers: HeaderMap::new(),
-            http_version: "HTTP/1.1".to_owned(),
+            request_headers: Headers::capture(&request_headers),
+            response_headers: Headers::default(),
+            http_version: "HTTP/1.1",
         }
     }
 
@@ -592,22 +672,16 @@ mod tests {
         )));
         assert!(e.detail.as_deref().unwrap().len() < MAX_TEXT_BYTES + 40);
         assert_eq!(e.request_headers.len(), MAX_HEADERS + 1);
-        let auth = e
-            .request_headers
-            .iter()
-            .find(|h| &*h.name == "authorization")
-            .unwrap();
-        assert_eq!(&*auth.value, "<redacted>");
-        let big = e
-            .request_headers
-            .iter()
-            .find(|h| &*h.name == "x-big")
-            .unwrap();
-        assert!(big.value.len() < MAX_HEADER_VALUE_BYTES + 40);
-        assert!(big.value.contains("…[truncated "));
-        let last = e.request_headers.last().unwrap();
-        assert_eq!(&*last.name, TRUNCATED_HEADERS_NAME);
-        assert_eq!(&*last.value, "[truncated 52 headers]");
+        assert_eq!(
+            e.request_headers.get("authorization").unwrap(),
+            "<redacted>"
+        );
+        let big = e.request_headers.get("x-big").unwrap();
+        assert!(big.len() < MAX_HEADER_VALUE_BYTES + 40);
+        assert!(big.contains("…[truncated "));
+        let (name, value) = e.request_headers.iter().last().unwrap();
+        assert_eq!(name, TRUNCATED_HEADERS_NAME.as_bytes());
+        assert_eq!(value, b"[truncated 52 headers]");
         // The size counts what is kept, far under what came in.
         assert!(e.size() < 16 * 1024, "{}", e.size());
         // The JSON of /api/log keeps the section 6 field names and no headers.

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::calllog::{Entry, Header, LATENCY_BUCKETS};
+use crate::calllog::{Entry, Headers, LATENCY_BUCKETS};
 use crate::state::Shared;
 
 /// What a HAR 1.2 document holds before its entries (then [`har_entry`]s joined by commas, then
@@ -38,7 +38,7 @@ struct HarRequest<'a> {
     url: &'a str,
     http_version: &'a str,
     cookies: [(); 0],
-    headers: &'a [Header],
+    headers: &'a Headers,
     query_string: Vec<NameValue<'a>>,
     headers_size: i64,
     body_size: u64,
@@ -51,7 +51,7 @@ struct HarResponse<'a> {
     status_text: &'static str,
     http_version: &'a str,
     cookies: [(); 0],
-    headers: &'a [Header],
+    headers: &'a Headers,
     content: Content<'a>,
     #[serde(rename = "redirectURL")]
     redirect_url: &'static str,
@@ -102,9 +102,9 @@ pub fn har_entry(r: &Entry, out: &mut Vec<u8>) {
     let mime_type = r
         .response_header("content-type")
         .unwrap_or(if r.errno.is_some() {
-            "application/json"
+            "application/json".into()
         } else {
-            ""
+            "".into()
         });
     let entry = HarEntry {
         started_date_time: r
@@ -115,7 +115,7 @@ pub fn har_entry(r: &Entry, out: &mut Vec<u8>) {
         request: HarRequest {
             method: &r.method,
             url: &r.url,
-            http_version: &r.http_version,
+            http_version: r.http_version,
             cookies: [],
             headers: &r.request_headers,
             query_string,
@@ -128,12 +128,12 @@ pub fn har_entry(r: &Entry, out: &mut Vec<u8>) {
                 .ok()
                 .and_then(|s| s.canonical_reason())
                 .unwrap_or(""),
-            http_version: &r.http_version,
+            http_version: r.http_version,
             cookies: [],
             headers: &r.response_headers,
             content: Content {
                 size: r.bytes_down,
-                mime_type,
+                mime_type: &mime_type,
             },
             redirect_url: "",
             headers_size: -1,

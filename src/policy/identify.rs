@@ -2,7 +2,7 @@
 
 use base64::Engine;
 
-use super::{Api, ApiHints, AppHints, Refusal, Rule};
+use super::{Api, ApiHints, AppHints, CallUrl, Refusal, Rule};
 use crate::config::{AppConfig, Config};
 
 /// The app of a call, in SPEC order: proxy user name, `X-Wxsandbox-Appid`, a servicewechat
@@ -73,6 +73,11 @@ pub fn unknown_app(api: Api, url: &str) -> Refusal {
 /// else a multipart POST is `uploadFile`; else `request`, or `downloadFile` when the origin is
 /// only in the downloadFile list.
 pub fn detect_api(app: &AppConfig, hints: &ApiHints<'_>, url: &str) -> Api {
+    detect_api_parsed(app, hints, super::parse_url(url).as_ref())
+}
+
+/// [`detect_api`] with the URL already parsed (`None`: it does not parse).
+pub fn detect_api_parsed(app: &AppConfig, hints: &ApiHints<'_>, parsed: Option<&CallUrl>) -> Api {
     if hints.is_websocket_upgrade {
         return Api::ConnectSocket;
     }
@@ -90,12 +95,12 @@ pub fn detect_api(app: &AppConfig, hints: &ApiHints<'_>, url: &str) -> Api {
     if multipart && hints.method.eq_ignore_ascii_case("POST") {
         return Api::UploadFile;
     }
-    if let Some(parsed) = super::parse_url(url) {
+    if let Some(parsed) = parsed {
         let in_list = |api| {
             super::judge::list_of(app, api)
                 .1
                 .iter()
-                .any(|e| super::judge::matches(e, &parsed, api))
+                .any(|e| super::judge::matches(e, parsed, api))
         };
         if in_list(Api::DownloadFile) && !in_list(Api::Request) {
             return Api::DownloadFile;

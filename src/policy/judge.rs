@@ -28,6 +28,17 @@ pub fn tcp_port_forbidden(port: u16) -> bool {
 
 /// Rules 1-4 of SPEC section 3 for one call of one app.
 pub fn judge(app: &AppConfig, call: &Call<'_>, switches: Switches) -> Verdict {
+    judge_parsed(app, call, parse_url(call.url).as_ref(), switches)
+}
+
+/// [`judge`] with `call.url` already parsed (`None`: it does not parse): the proxy parses a
+/// call's URL once for every decision.
+pub fn judge_parsed(
+    app: &AppConfig,
+    call: &Call<'_>,
+    parsed: Option<&CallUrl>,
+    switches: Switches,
+) -> Verdict {
     let api = call.api;
     let refuse = |status, errno, errmsg: String, rule, detail: String| {
         Verdict::Refuse(Refusal {
@@ -51,7 +62,7 @@ pub fn judge(app: &AppConfig, call: &Call<'_>, switches: Switches) -> Verdict {
         )
     };
     // Rule 1.
-    let Some(url) = parse_url(call.url) else {
+    let Some(url) = parsed else {
         return invalid("the URL does not parse as scheme://host[:port]/path".to_owned());
     };
     let scheme_fits = match api {
@@ -117,10 +128,10 @@ pub fn judge(app: &AppConfig, call: &Call<'_>, switches: Switches) -> Verdict {
         return tcp_port(url.effective_port());
     }
     let (list_name, list) = list_of(app, api);
-    if list.iter().any(|entry| matches(entry, &url, api)) {
+    if list.iter().any(|entry| matches(entry, url, api)) {
         return Verdict::Allow;
     }
-    domain_list(explain(&url, list_name, list))
+    domain_list(explain(url, list_name, list))
 }
 
 fn not_in_list(name: &str) -> String {

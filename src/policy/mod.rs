@@ -428,8 +428,8 @@ pub fn referer(app: &AppConfig) -> String {
 }
 
 pub use decide::{call_timeout, is_preflight, refusal_style, Style, DEFAULT_TIMEOUT};
-pub use identify::{detect_api, identify_app, unknown_app};
-pub use judge::{judge, judge_connect};
+pub use identify::{detect_api, detect_api_parsed, identify_app, unknown_app};
+pub use judge::{judge, judge_connect, judge_parsed};
 pub use quota::SlidingWindow;
 pub use url::{hint_matches, normalize_target_host, parse_url, CallUrl, Host};
 pub use webview::{judge_navigation, webview_kind, WebView};

@@ -977,3 +977,70 @@ fn an_ipv4_mapped_ipv6_literal_is_not_a_lan_address() {
     };
     assert_eq!(judge(&a, &call, sw), Verdict::Allow);
 }
+
+/// The proxy parses a call's URL once and hands the parsed value to every decision: the
+/// decisions on a parsed URL are the decisions on its text, row by row.
+#[test]
+fn decisions_on_a_parsed_url_are_the_decisions_on_its_text() {
+    use crate::policy::{detect_api, detect_api_parsed, judge_parsed, parse_url};
+    let a = standard();
+    let urls = [
+        "https://api.example.com/",
+        "https://api.example.com:443/x?y=1",
+        "https://API.Example.com./",
+        "https://api.example.com:8443/",
+        "http://api.example.com/",
+        "https://other.example.com/",
+        "https://192.168.1.7/",
+        "https://api.weixin.qq.com/",
+        "wss://ws.example.com/",
+        "tcp://tcp.example.com:7000",
+        "https://中国.cn/",
+        "not a url",
+        "",
+        "https://[::1]/",
+    ];
+    let apis = [
+        Api::Request,
+        Api::UploadFile,
+        Api::DownloadFile,
+        Api::ConnectSocket,
+        Api::Tcp,
+    ];
+    let mut rows = 0;
+    for url in urls {
+        let parsed = parse_url(url);
+        for api in apis {
+            for (skip, method) in [(false, "GET"), (true, "POST"), (false, "PATCH")] {
+                let sw = Switches {
+                    skip_domain_check: skip,
+                    lan_prefix: 24,
+                };
+                let call = Call {
+                    client: ip("192.168.1.20"),
+                    api,
+                    url,
+                    method,
+                };
+                assert_eq!(
+                    judge(&a, &call, sw),
+                    judge_parsed(&a, &call, parsed.as_ref(), sw),
+                    "{url} {api:?} {method} skip={skip}"
+                );
+                rows += 1;
+            }
+        }
+        let hints = ApiHints {
+            is_websocket_upgrade: false,
+            api_header: None,
+            method: "GET",
+            content_type: None,
+        };
+        assert_eq!(
+            detect_api(&a, &hints, url),
+            detect_api_parsed(&a, &hints, parsed.as_ref()),
+            "{url}"
+        );
+    }
+    assert_eq!(rows, urls.len() * apis.len() * 3);
+}

@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use http::header::{HeaderValue, ORIGIN, REFERER};
+use http::header::{
+    HeaderName, HeaderValue, ACCESS_CONTROL_REQUEST_METHOD, CONTENT_TYPE, ORIGIN,
+    PROXY_AUTHORIZATION, REFERER, USER_AGENT,
+};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
@@ -21,21 +24,24 @@ use crate::proxy::{answer, ConnInfo, MAX_HEADER_BYTES};
 use crate::state::Shared;
 
 /// Header: the exact URL string given to `wx.request`, judged instead of the request's URL.
-pub const URL_HEADER: &str = "x-wxsandbox-url";
+pub const URL_HEADER: HeaderName = HeaderName::from_static("x-wxsandbox-url");
 /// Header: names the app.
-pub const APPID_HEADER: &str = "x-wxsandbox-appid";
+pub const APPID_HEADER: HeaderName = HeaderName::from_static("x-wxsandbox-appid");
 /// Header: names the API (`request`, `uploadFile`, `downloadFile`).
-pub const API_HEADER: &str = "x-wxsandbox-api";
+pub const API_HEADER: HeaderName = HeaderName::from_static("x-wxsandbox-api");
 /// Header: the call's timeout in ms (else `network_timeout` of the API, else 60 s).
-pub const TIMEOUT_HEADER: &str = "x-wxsandbox-timeout";
+pub const TIMEOUT_HEADER: HeaderName = HeaderName::from_static("x-wxsandbox-timeout");
 /// Header: `arraybuffer` leaves the response bytes alone (no BOM or charset handling).
-pub const RESPONSE_TYPE_HEADER: &str = "x-wxsandbox-response-type";
+pub const RESPONSE_TYPE_HEADER: HeaderName = HeaderName::from_static("x-wxsandbox-response-type");
 /// Header: `fail` or `answer`, this call's refusal style.
-pub const REFUSAL_HEADER: &str = "x-wxsandbox-refusal";
+pub const REFUSAL_HEADER: HeaderName = HeaderName::from_static("x-wxsandbox-refusal");
 
 /// Header: this call's network profile (a preset or custom name) instead of its instance's;
 /// an unknown name is ignored.
-pub const NETWORK_HEADER: &str = "x-wxsandbox-network";
+pub const NETWORK_HEADER: HeaderName = HeaderName::from_static("x-wxsandbox-network");
+
+/// `Sec-Fetch-Dest` (not among http's constants).
+const SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
 
 /// Where a request goes: scheme, host, port, path; and whether the port was written.
 #[derive(Debug, Clone)]
@@ -144,14 +150,18 @@ pub(crate) struct Admitted<'c> {
     /// Web-view traffic: a browser's page, not a mini program API call (no slot, no cut, no
     /// decoding).
     pub webview: bool,
+    /// The client's HTTP version and its `Expect: 100-continue`, as the request came: `head`
+    /// is rewritten for the upstream (and moved there), refusals answer the client.
+    pub version: http::Version,
+    pub expects_continue: bool,
 }
 
 impl Admitted<'_> {
     /// This call's refusal, on its way out (the body is kept for draining).
     pub fn refused(&mut self, refusal: Refusal) -> Box<Refused> {
         Box::new(Refused {
-            expects_continue: refuse::expects_continue(&self.head.headers),
-            version: self.head.version,
+            expects_continue: self.expects_continue,
+            version: self.version,
             meta: self.meta.clone(),
             refusal,
             style: self.style,
@@ -271,7 +281,9 @@ impl<'c> Arrived<'c> {
         if let Some(admitted) = self.webview(conn, target, app)? {
             return Ok(admitted);
         }
-        let api = detect(&self.req, app, &self.url, self.websocket);
+        // The URL is parsed once, here, for the API's detection and rules 1-4.
+        let parsed = policy::parse_url(&self.url);
+        let api = detect(&self.req, app, parsed.as_ref(), self.websocket);
         self.meta.api = api.as_str();
         if let Some(hint) = &self.hint {
             check_hint(hint, target, self.websocket, api)?;
@@ -282,7 +294,9 @@ impl<'c> Arrived<'c> {
             url: &self.url,
             method: self.req.method().as_str(),
         };
-        if let Verdict::Refuse(refusal) = policy::judge(app, &call, conn.shared.switches()) {
+        if let Verdict::Refuse(refusal) =
+            policy::judge_parsed(app, &call, parsed.as_ref(), conn.shared.switches())
+        {
             return Err(refusal);
         }
         let instance = conn
@@ -296,7 +310,7 @@ impl<'c> Arrived<'c> {
             self.req.method().as_str(),
             self.req
                 .headers()
-                .contains_key("access-control-request-method"),
+                .contains_key(ACCESS_CONTROL_REQUEST_METHOD),
         );
         if !preflight && instance.phase() != Phase::Foreground {
             return Err(Refusal::background(api, &self.url));
@@ -315,8 +329,8 @@ impl<'c> Arrived<'c> {
         let h = self.req.headers();
         let kind = policy::webview_kind(
             get_str(h, API_HEADER),
-            get_str(h, "user-agent"),
-            get_str(h, "sec-fetch-dest"),
+            get_str(h, USER_AGENT),
+            get_str(h, SEC_FETCH_DEST),
             h.keys().any(|k| k.as_str().starts_with("sec-fetch-")),
         );
         // Only an app with business domains can have a web-view page: for the others, what
@@ -361,11 +375,13 @@ impl<'c> Arrived<'c> {
             self.req.method().as_str(),
             self.req
                 .headers()
-                .contains_key("access-control-request-method"),
+                .contains_key(ACCESS_CONTROL_REQUEST_METHOD),
         );
         let cut_by = (!preflight && !self.webview).then(|| instance.clone());
         let (head, body) = self.req.into_parts();
         Admitted {
+            version: head.version,
+            expects_continue: refuse::expects_continue(&head.headers),
             origin: head.headers.get(ORIGIN).cloned(),
             head,
             body: Some(body),
@@ -407,26 +423,26 @@ fn identify<'c>(
     let h = req.headers();
     let tunnel = conn.tunnel.as_ref();
     let hints = AppHints {
-        proxy_authorization: get_str(h, "proxy-authorization")
+        proxy_authorization: get_str(h, PROXY_AUTHORIZATION)
             .or_else(|| tunnel.and_then(|t| t.proxy_authorization.as_deref())),
         appid_header: get_str(h, APPID_HEADER)
             .or_else(|| tunnel.and_then(|t| t.appid_header.as_deref())),
-        referer: get_str(h, REFERER.as_str()),
+        referer: get_str(h, REFERER),
         client: conn.client.ip(),
     };
     policy::identify_app(config, &hints)
 }
 
 /// The API a request stands for.
-fn detect(req: &Request<Incoming>, app: &AppConfig, url: &str, websocket: bool) -> Api {
+fn detect(req: &Request<Incoming>, app: &AppConfig, url: Option<&CallUrl>, websocket: bool) -> Api {
     let h = req.headers();
     let hints = ApiHints {
         is_websocket_upgrade: websocket,
         api_header: get_str(h, API_HEADER),
         method: req.method().as_str(),
-        content_type: get_str(h, "content-type"),
+        content_type: get_str(h, CONTENT_TYPE),
     };
-    policy::detect_api(app, &hints, url)
+    policy::detect_api_parsed(app, &hints, url)
 }
 
 /// The refusal style of a request (call header, then app, then global).

@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::calllog::{Outcome, Record};
+use crate::calllog::{Headers, Outcome, Record};
 use crate::instances::{Instance, NetCut};
 use crate::policy::{Api, Refusal};
 use crate::proxy::body::{Body, BoxError};
@@ -35,8 +35,8 @@ pub(crate) struct CallMeta {
     pub api: &'static str,
     pub method: String,
     pub url: String,
-    pub request_headers: HeaderMap,
-    pub http_version: String,
+    pub request_headers: Headers,
+    pub http_version: &'static str,
     /// The network profile the call runs under, once its instance is known.
     pub network: Option<String>,
 }
@@ -61,10 +61,21 @@ impl CallMeta {
             api: "request",
             method: method.to_owned(),
             url: url.to_owned(),
-            request_headers: headers.clone(),
-            http_version: format!("{version:?}"),
+            request_headers: Headers::capture(headers),
+            http_version: version_name(version),
             network: None,
         }
+    }
+}
+
+/// HAR's name of an HTTP version (`Version`'s `Debug`, without formatting per call).
+fn version_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
     }
 }
 
@@ -75,7 +86,7 @@ pub(crate) struct End {
     pub queue_ms: u64,
     pub bytes_up: u64,
     pub bytes_down: u64,
-    pub response_headers: HeaderMap,
+    pub response_headers: Headers,
 }
 
 /// Push the call's record.

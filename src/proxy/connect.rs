@@ -49,7 +49,7 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
     let tunnel = TunnelInfo {
         host,
         port,
-        proxy_authorization: get_str(h, "proxy-authorization").map(str::to_owned),
+        proxy_authorization: get_str(h, http::header::PROXY_AUTHORIZATION).map(str::to_owned),
         appid_header: get_str(h, APPID_HEADER).map(str::to_owned),
     };
     debug!(target.host = %tunnel.host, target.port = port,

@@ -14,11 +14,13 @@ use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
 
+use crate::calllog::Headers;
 use crate::config::AppConfig;
+use crate::instances::Link;
 use crate::policy::{self, Refusal};
 use crate::proxy::admit::{admit, Admitted, Target, RESPONSE_TYPE_HEADER};
 use crate::proxy::body::{self, Body, BoxError};
-use crate::proxy::call::{record, track, Counted, End, Live, RequestBody};
+use crate::proxy::call::{record, track, Clock, Counted, CutInfo, End, Live, RequestBody};
 use crate::proxy::conn::{current_stream_kill, ActivityGuard};
 use crate::proxy::headers::{self, get_str, head_size};
 use crate::proxy::refuse::{self, Refused};
@@ -81,15 +83,20 @@ async fn run(
     } else {
         response
     };
+    let kill = current_stream_kill().unwrap_or_else(|| conn.activity.close.clone());
+    let cut = a.cut_info(kill);
+    let Admitted {
+        meta, link, clock, ..
+    } = a;
     let live = Live {
         shared: conn.shared.clone(),
         end: End {
             status: Some(response.status().as_u16()),
             queue_ms,
-            response_headers: response.headers().clone(),
+            response_headers: Headers::capture(response.headers()),
             ..End::default()
         },
-        meta: a.meta.clone(),
+        meta,
         request_body,
         permit,
         body: body::empty(),
@@ -100,7 +107,7 @@ async fn run(
         },
         activity: busy,
     };
-    Ok(deliver(a, live, response, conn))
+    Ok(deliver(live, response, &link, clock, cut))
 }
 
 /// What the request asks of the later stages, read before its head is rewritten.
@@ -117,7 +124,7 @@ impl Plan {
         let h = &a.head.headers;
         let preflight = policy::is_preflight(
             a.head.method.as_str(),
-            h.contains_key("access-control-request-method"),
+            h.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD),
         );
         let arraybuffer =
             get_str(h, RESPONSE_TYPE_HEADER).is_some_and(|v| v.eq_ignore_ascii_case("arraybuffer"));
@@ -160,7 +167,9 @@ async fn send_upstream(
         return Err(a.refused(refusal));
     };
     let counted = body::boxed(Counted::new(incoming, request_body.clone()));
-    let upstream_req = Request::from_parts(a.head.clone(), shape::body(counted, &a.link, false));
+    // The head goes upstream as it is (refusals from here on need only `a.version`).
+    let head = std::mem::replace(&mut a.head, Request::new(()).into_parts().0);
+    let upstream_req = Request::from_parts(head, shape::body(counted, &a.link, false));
     let upstream = conn.shared.upstream();
     let client = upstream.client(strict, false);
     match a.clock.race(client.request(upstream_req)).await {
@@ -211,10 +220,11 @@ fn upstream_failed(
 
 /// Stage 3, deliver: the response goes to the client under the call's watchdog.
 fn deliver(
-    a: Admitted<'_>,
     mut live: Live,
     response: Response<Body>,
-    conn: &ConnInfo,
+    link: &Arc<Link>,
+    clock: Clock,
+    cut: CutInfo,
 ) -> Response<Body> {
     let (parts, body) = response.into_parts();
     if live.expected == Some(0) || http_body::Body::is_end_stream(&body) {
@@ -226,10 +236,8 @@ fn deliver(
         record(&shared, meta, crate::calllog::Outcome::Ok, None, end);
         return Response::from_parts(parts, body);
     }
-    live.body = shape::body(body, &a.link, true);
-    let kill = current_stream_kill().unwrap_or_else(|| conn.activity.close.clone());
-    let cut = a.cut_info(kill);
-    Response::from_parts(parts, track(live, a.clock, cut))
+    live.body = shape::body(body, link, true);
+    Response::from_parts(parts, track(live, clock, cut))
 }
 
 /// Rewrite an admitted request for the upstream: absolute URI, HTTP/1.1 semantics (ALPN decides

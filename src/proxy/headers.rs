@@ -3,16 +3,16 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that belong to one hop and never pass the proxy.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// Headers that belong to one hop and never pass the proxy (as names: no parsing per call).
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
 ];
 
 /// Prefix of the headers a client uses to talk to the sandbox; never forwarded.
@@ -21,20 +21,24 @@ pub const SANDBOX_PREFIX: &str = "x-wxsandbox-";
 /// Remove hop-by-hop headers, plus every header that `Connection` names. `Upgrade` is kept only
 /// for a WebSocket handshake (`keep_upgrade`), with `Connection: upgrade` restored.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    let named: Vec<HeaderName> = if headers.contains_key(header::CONNECTION) {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
     for name in named {
         if keep_upgrade && name == header::UPGRADE {
             continue;
         }
         headers.remove(&name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if keep_upgrade {
@@ -75,7 +79,11 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 /// About how many bytes a request head took: the request line and every `name: value\r\n`.
 /// The same count for HTTP/1.1 and HTTP/2, so one limit means the same everywhere.
 pub fn head_size<B>(req: &http::Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let uri = req.uri();
+    let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + uri_len + 12;
     req.headers()
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
@@ -94,13 +102,14 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// A header as a string, when it is one.
-pub fn get_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub fn get_str<K: header::AsHeaderName>(headers: &HeaderMap, name: K) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Is this request a WebSocket handshake (`Upgrade: websocket` with `Connection: upgrade`)?
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    let upgrade = get_str(headers, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let upgrade =
+        get_str(headers, header::UPGRADE).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let connection = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -113,7 +113,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let span = tracing::info_span!("conn", client.addr = %peer);
+                // A debug span: entered on every poll of the connection when enabled, so it
+                // costs nothing at the default level (call lines name their client anyway).
+                let span = tracing::debug_span!("conn", client.addr = %peer);
                 let slot = Arc::new(ConnSlot(permit));
                 shared
                     .shutdown
