@@ -959,8 +959,8 @@ pub mod decode {
     use http::Response;
     use http_body::Frame;
     use http_body_util::{BodyExt, StreamBody};
-    use wxsandbox::proxy::body::{self, BoxError};
     use wxsandbox::proxy::decode::decode_response;
+    use wxsandbox::web::body::{self, BoxError};
 
     use super::{violation, Input, Mode};
 

@@ -13,11 +13,15 @@
 //! - [`tls`]: the local CA and leaf cache (client side), the upstream TLS client and its audit.
 //! - [`proxy`]: the I/O: accept loop and connection deadlines (`conn`), CONNECT (`connect`),
 //!   interception (`mitm`), a call's stages (`admit` → `forward` → `call`'s watchdog), refusals
-//!   (`refuse`, `answer`), WebSocket (`ws`, `wsframes`), TCP tunnels (`tunnel`), upstream
-//!   clients (`upstream`), response decoding (`decode`), header hygiene (`headers`), the CA page
-//!   (`certpage`).
+//!   (`refuse`), WebSocket (`ws`, `wsframes`), TCP tunnels (`tunnel`), network shaping
+//!   (`shape`), response decoding (`decode`), header hygiene (`headers`), peeked bytes
+//!   (`rewind`).
+//! - [`upstream`]: the upstream clients and connectors (DNS, `upstream.map`, the proxy's own
+//!   sockets refused, TLS with the audit), swapped whole on reload.
+//! - [`web`]: HTTP plumbing below proxy and control: the body type, answers and refusal pages,
+//!   the CA page (`http://wxsandbox.cert/`).
 //! - [`control`]: the control API, dashboard, config endpoints and CA download on
-//!   `control.listen`.
+//!   `control.listen`; it sees the proxy through a narrow [`control::Handle`].
 //! - [`instances`]: app instances (appid, client IP): slots, queue, background phase.
 //! - [`calllog`]: the call log ring (bounded in count and bytes), live feed and counters.
 //! - [`state`]: what connections and the control API share (config and upstream, swapped
@@ -44,6 +48,8 @@ pub mod shutdown;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,7 +110,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let leaves = LeafCache::new(&ca, DEFAULT_CAPACITY)?;
     let mut config = config;
     config.proxy.max_connections = fit_descriptors(config.proxy.max_connections);
-    let upstream = proxy::upstream::Upstream::new(&config.upstream)?;
+    let upstream = upstream::Upstream::new(&config.upstream)?;
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await

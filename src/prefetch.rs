@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::AppConfig;
-use crate::proxy::upstream::Upstream;
+use crate::upstream::Upstream;
 
 /// How long one host may take to resolve.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);

@@ -13,9 +13,9 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::proxy::upstream::Upstream;
 use crate::state::Shared;
 pub use crate::state::{FindingView, Reloader, Status};
+use crate::upstream::Upstream;
 
 /// How often the config file is looked at.
 pub const POLL: Duration = Duration::from_millis(500);

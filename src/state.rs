@@ -14,10 +14,10 @@ use crate::config::{Config, Finding, RefusalStyle};
 use crate::instances::Instances;
 use crate::policy::Switches;
 use crate::prefetch::Prefetch;
-use crate::proxy::upstream::Upstream;
 use crate::shutdown::Shutdown;
 use crate::tls::ca::CertificateAuthority;
 use crate::tls::leaf::LeafCache;
+use crate::upstream::Upstream;
 
 #[derive(Debug)]
 pub struct Shared {

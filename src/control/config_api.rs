@@ -4,17 +4,17 @@
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::Handle;
 use crate::config::{AppConfig, Config, MapTarget, Origin};
-use crate::proxy::body::Body;
-use crate::reload::{self, ReloadError};
-use crate::state::Shared;
+use crate::reload::ReloadError;
+use crate::web::body::Body;
 
-pub(super) fn get(shared: &Shared) -> Response<Body> {
+pub(super) fn get(shared: &Handle) -> Response<Body> {
     super::json(StatusCode::OK, config_json(&shared.config()).to_string())
 }
 
-pub(super) fn reload(shared: &std::sync::Arc<Shared>) -> Response<Body> {
-    match reload::reload(shared) {
+pub(super) fn reload(shared: &Handle) -> Response<Body> {
+    match shared.reload() {
         Ok(report) => super::json(
             StatusCode::OK,
             json!({"ok": true, "apps": report.apps, "notes": report.notes}).to_string(),

@@ -3,7 +3,7 @@
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response};
 
-use crate::proxy::body::{full, Body};
+use crate::web::body::{full, Body};
 
 const PAGE: &str = include_str!("../../assets/dashboard.html");
 

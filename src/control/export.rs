@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use super::Handle;
 use crate::calllog::{Entry, Headers, LATENCY_BUCKETS};
-use crate::state::Shared;
 
 /// What a HAR 1.2 document holds before its entries (then [`har_entry`]s joined by commas, then
 /// [`HAR_TAIL`]).
@@ -164,8 +164,8 @@ fn label(v: &str) -> String {
 
 /// Prometheus text exposition: calls by api/outcome/rule, in flight / queued / sockets by app,
 /// the latency histogram, the leaf cache.
-pub fn metrics(shared: &Shared) -> String {
-    let c = shared.log.counters();
+pub fn metrics(shared: &Handle) -> String {
+    let c = shared.log().counters();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -180,7 +180,7 @@ pub fn metrics(shared: &Shared) -> String {
             label(rule)
         );
     }
-    let apps = shared.instances.snapshot();
+    let apps = shared.instances().snapshot();
     for (name, help, pick) in [
         (
             "wxsandbox_http_in_flight",
@@ -261,7 +261,7 @@ pub fn metrics(shared: &Shared) -> String {
     let _ = writeln!(
         out,
         "wxsandbox_leaf_cache_hits_total {}",
-        shared.leaves.hits()
+        shared.leaf_counts().0
     );
     let _ = writeln!(
         out,
@@ -271,7 +271,7 @@ pub fn metrics(shared: &Shared) -> String {
     let _ = writeln!(
         out,
         "wxsandbox_leaf_cache_misses_total {}",
-        shared.leaves.misses()
+        shared.leaf_counts().1
     );
     out
 }

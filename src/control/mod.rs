@@ -44,6 +44,7 @@ use tracing::{debug, warn, Instrument};
 mod config_api;
 mod dashboard;
 mod export;
+mod handle;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -56,10 +57,11 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::calllog::Entry;
 use crate::config::RefusalStyle;
 use crate::instances::NetworkError;
-use crate::proxy::answer::status_only;
-use crate::proxy::body::{full, Body};
-use crate::proxy::certpage;
 use crate::state::Shared;
+use crate::web::answer::status_only;
+use crate::web::body::{full, Body};
+use crate::web::certpage;
+pub use handle::Handle;
 
 /// The control API described in OpenAPI 3.1 (`GET /api/openapi.json`); tests/openapi.rs keeps
 /// it and the router above in step.
@@ -70,7 +72,8 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Serve the control API until shutdown.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let token = shared.shutdown.token.clone();
+    let shared = Handle::new(shared);
+    let token = shared.shutdown().token.clone();
     let bound = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
@@ -90,13 +93,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         // interface it came in on when bound to 0.0.0.0 or ::).
         let own: Arc<[SocketAddr]> = bound.into_iter().chain(stream.local_addr().ok()).collect();
         let span = tracing::debug_span!("control", client.addr = %peer);
-        shared.clone().shutdown.tracker.spawn(
+        shared.clone().shutdown().tracker.spawn(
             async move {
-                let token = shared.shutdown.token.clone();
+                let token = shared.shutdown().token.clone();
                 let service = service_fn(move |req| route(req, shared.clone(), own.clone()));
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(crate::proxy::HEADER_READ_TIMEOUT)
+                    .header_read_timeout(crate::web::HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
                 tokio::select! {
@@ -111,7 +114,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 
 async fn route(
     req: Request<Incoming>,
-    shared: Arc<Shared>,
+    shared: Handle,
     own: Arc<[SocketAddr]>,
 ) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
@@ -136,9 +139,9 @@ async fn route(
     }
     let response = match (method, path.as_str()) {
         (Method::GET, "/healthz") => status_only(StatusCode::OK, "ok"),
-        (Method::GET, "/ca.pem") => certpage::ca_pem(&shared),
-        (Method::GET, "/ca.crt") => certpage::ca_der(&shared),
-        (Method::GET, "/ca.mobileconfig") => certpage::ca_mobileconfig(&shared),
+        (Method::GET, "/ca.pem") => certpage::ca_pem(shared.ca()),
+        (Method::GET, "/ca.crt") => certpage::ca_der(shared.ca()),
+        (Method::GET, "/ca.mobileconfig") => certpage::ca_mobileconfig(shared.ca()),
         (Method::GET, "/" | "/index.html") => dashboard::page(),
         (Method::GET, "/qr.svg") => dashboard::qr_svg(&req),
         (Method::GET, "/api/state") => json(StatusCode::OK, state_json(&shared)),
@@ -152,7 +155,7 @@ async fn route(
         (Method::GET, "/api/har") => {
             let mut r = json_stream(
                 export::har_head(),
-                shared.log.snapshot(),
+                shared.log().snapshot(),
                 export::har_entry,
                 export::HAR_TAIL,
             );
@@ -178,7 +181,7 @@ async fn route(
     Ok(response)
 }
 
-fn authorized<B>(req: &Request<B>, shared: &Shared) -> bool {
+fn authorized<B>(req: &Request<B>, shared: &Handle) -> bool {
     let config = shared.config();
     let Some(token) = &config.control.token else {
         return true;
@@ -203,7 +206,7 @@ async fn read_json(req: Request<Incoming>) -> Result<serde_json::Value, String> 
     serde_json::from_slice(&bytes).map_err(|e| format!("the body is not JSON: {e}"))
 }
 
-async fn set_skip(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+async fn set_skip(req: Request<Incoming>, shared: &Handle) -> Response<Body> {
     let enabled = match read_json(req).await {
         Ok(v) => v.get("enabled").and_then(serde_json::Value::as_bool),
         Err(e) => {
@@ -229,7 +232,7 @@ async fn set_skip(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
 
 /// `PUT /api/refusal` with `{"style":"auto"|"fail"|"answer"}`: the global refusal style
 /// (`sandbox.refusal`) from now on; a call's header and an app's `refusal:` still come first.
-async fn set_refusal(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+async fn set_refusal(req: Request<Incoming>, shared: &Handle) -> Response<Body> {
     let style = match read_json(req).await {
         Ok(v) => v
             .get("style")
@@ -267,13 +270,13 @@ struct AppState {
     dns_prefetch: Vec<crate::prefetch::PrefetchResult>,
 }
 
-fn state_json(shared: &Shared) -> String {
+fn state_json(shared: &Handle) -> String {
     let apps: Vec<AppState> = shared
-        .instances
+        .instances()
         .snapshot()
         .into_iter()
         .map(|app| AppState {
-            dns_prefetch: shared.prefetch.get(&app.appid),
+            dns_prefetch: shared.prefetch().get(&app.appid),
             app,
         })
         .collect();
@@ -302,7 +305,7 @@ fn query<B>(req: &Request<B>, name: &str) -> Option<String> {
 /// `PUT /api/apps/{appid}/network` with `{"profile":"3g","client":"IP"}`: the profile of the
 /// app's instances (of the one on `client` when given); 400 for an unknown profile, 404 for an
 /// unknown app.
-async fn set_network(req: Request<Incoming>, path: &str, shared: &Shared) -> Response<Body> {
+async fn set_network(req: Request<Incoming>, path: &str, shared: &Handle) -> Response<Body> {
     let bad = |e: String| {
         json(
             StatusCode::BAD_REQUEST,
@@ -330,7 +333,7 @@ async fn set_network(req: Request<Incoming>, path: &str, shared: &Shared) -> Res
             None => return bad(format!("client {v} is not an IP address")),
         },
     };
-    match shared.instances.set_network(appid, client, profile) {
+    match shared.instances().set_network(appid, client, profile) {
         Ok(n) => {
             tracing::info!(app = appid, client = ?client, network = profile, instances = n, "network profile switched");
             json(
@@ -351,7 +354,7 @@ async fn set_network(req: Request<Incoming>, path: &str, shared: &Shared) -> Res
 }
 
 /// `POST /api/apps/{appid}/background|foreground|network-change[?client=IP]`.
-fn phase<B>(req: &Request<B>, path: &str, shared: &Shared) -> Response<Body> {
+fn phase<B>(req: &Request<B>, path: &str, shared: &Handle) -> Response<Body> {
     let rest = path.trim_start_matches("/api/apps/");
     let Some((appid, action)) = rest.split_once('/') else {
         return status_only(StatusCode::NOT_FOUND, "not found");
@@ -369,9 +372,9 @@ fn phase<B>(req: &Request<B>, path: &str, shared: &Shared) -> Response<Body> {
             },
         };
     let result = match action {
-        "background" => shared.instances.background(appid, client),
-        "foreground" => shared.instances.foreground(appid, client),
-        "network-change" => shared.instances.network_change(appid, client),
+        "background" => shared.instances().background(appid, client),
+        "foreground" => shared.instances().foreground(appid, client),
+        "network-change" => shared.instances().network_change(appid, client),
         _ => return status_only(StatusCode::NOT_FOUND, "not found"),
     };
     match result {
@@ -408,17 +411,17 @@ fn keep(record: &Entry, appid: Option<&str>, outcome: Option<&str>, text: Option
 
 /// `GET /api/log?limit=N&appid=&outcome=&q=`: the latest matching records, newest first, as a
 /// streamed JSON array.
-fn log<B>(req: &Request<B>, shared: &Shared) -> Response<Body> {
+fn log<B>(req: &Request<B>, shared: &Handle) -> Response<Body> {
     let limit = query(req, "limit")
         .and_then(|l| l.parse::<usize>().ok())
         .unwrap_or(100);
     let (appid, outcome) = (query(req, "appid"), query(req, "outcome"));
     let text = query(req, "q").map(|t| t.to_lowercase());
     let records: Vec<Arc<Entry>> = if appid.is_none() && outcome.is_none() && text.is_none() {
-        shared.log.latest(limit)
+        shared.log().latest(limit)
     } else {
         shared
-            .log
+            .log()
             .latest(usize::MAX)
             .into_iter()
             .filter(|r| keep(r, appid.as_deref(), outcome.as_deref(), text.as_deref()))
@@ -469,9 +472,8 @@ fn json_stream(
         }
         (!buf.is_empty()).then(|| Bytes::from(buf))
     });
-    let frames =
-        stream::iter(chunks.map(|b| Ok::<_, crate::proxy::body::BoxError>(Frame::data(b))));
-    let mut response = Response::new(crate::proxy::body::boxed(StreamBody::new(frames)));
+    let frames = stream::iter(chunks.map(|b| Ok::<_, crate::web::body::BoxError>(Frame::data(b))));
+    let mut response = Response::new(crate::web::body::boxed(StreamBody::new(frames)));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -482,9 +484,9 @@ fn json_stream(
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// `GET /api/events`: one `data: {record}` per finished call, until shutdown.
-fn events(shared: &Shared) -> Response<Body> {
-    let rx = shared.log.subscribe();
-    let token = shared.shutdown.token.clone();
+fn events(shared: &Handle) -> Response<Body> {
+    let rx = shared.log().subscribe();
+    let token = shared.shutdown().token.clone();
     let frames = stream::unfold((rx, token), |(mut rx, token)| async move {
         loop {
             let next = tokio::select! {
@@ -503,12 +505,12 @@ fn events(shared: &Shared) -> Response<Body> {
                 Ok(Err(RecvError::Lagged(_))) => continue,
                 Ok(Err(RecvError::Closed)) => return None,
             };
-            let frame: Result<Frame<Bytes>, crate::proxy::body::BoxError> =
+            let frame: Result<Frame<Bytes>, crate::web::body::BoxError> =
                 Ok(Frame::data(Bytes::from(chunk)));
             return Some((frame, (rx, token)));
         }
     });
-    let mut response = Response::new(crate::proxy::body::boxed(StreamBody::new(frames)));
+    let mut response = Response::new(crate::web::body::boxed(StreamBody::new(frames)));
     let h = response.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(

@@ -16,12 +16,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AppConfig, Config};
 use crate::instances::{Instance, Link, Phase};
 use crate::policy::{self, Api, ApiHints, AppHints, CallUrl, Refusal, Style, Verdict, WebView};
-use crate::proxy::body::Body;
 use crate::proxy::call::{CallMeta, Clock, Cut, CutInfo};
 use crate::proxy::headers::{self, get_str, head_size};
 use crate::proxy::refuse::{self, Refused};
-use crate::proxy::{answer, ConnInfo, MAX_HEADER_BYTES};
+use crate::proxy::{ConnInfo, MAX_HEADER_BYTES};
 use crate::state::Shared;
+use crate::web::answer;
+use crate::web::body::Body;
 
 /// Header: the exact URL string given to `wx.request`, judged instead of the request's URL.
 pub const URL_HEADER: HeaderName = HeaderName::from_static("x-wxsandbox-url");

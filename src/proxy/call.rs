@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::calllog::{Headers, Outcome, Record};
 use crate::instances::{Instance, NetCut};
 use crate::policy::{Api, Refusal};
-use crate::proxy::body::{Body, BoxError};
 use crate::proxy::conn::ActivityGuard;
 use crate::state::Shared;
+use crate::web::body::{Body, BoxError};
 
 /// What is known of a call when it arrives.
 #[derive(Debug, Clone)]

@@ -14,14 +14,15 @@ use tracing::{debug, Instrument};
 
 use crate::policy::{self, Api, AppHints, Refusal, Verdict};
 use crate::proxy::admit::APPID_HEADER;
-use crate::proxy::body::BoxError;
-use crate::proxy::body::{empty, Body};
 use crate::proxy::call::{outcome_of, record, CallMeta, End};
 use crate::proxy::forward;
 use crate::proxy::headers::{get_str, head_size};
 use crate::proxy::rewind::Rewind;
-use crate::proxy::{answer, certpage, mitm, tunnel, ConnInfo, TunnelInfo, MAX_HEADER_BYTES};
+use crate::proxy::{mitm, tunnel, ConnInfo, TunnelInfo, MAX_HEADER_BYTES};
 use crate::state::Shared;
+use crate::web::body::BoxError;
+use crate::web::body::{empty, Body};
+use crate::web::{answer, certpage};
 
 /// How long to wait for the client's first bytes in a tunnel. A client that says nothing first
 /// (a server-first TCP protocol) gets a raw tunnel after this.

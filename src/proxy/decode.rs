@@ -44,7 +44,7 @@ use http::Response;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::proxy::body::{self, Body, BoxError};
+use crate::web::body::{self, Body, BoxError};
 
 /// Largest body with a known length that is converted whole (and refused whole when its bytes
 /// don't match its charset); longer ones are converted as they stream. Bounds the memory of one

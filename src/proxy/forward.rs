@@ -19,13 +19,14 @@ use crate::config::AppConfig;
 use crate::instances::Link;
 use crate::policy::{self, Refusal};
 use crate::proxy::admit::{admit, Admitted, Target, RESPONSE_TYPE_HEADER};
-use crate::proxy::body::{self, Body, BoxError};
 use crate::proxy::call::{record, track, Clock, Counted, CutInfo, End, Live, RequestBody};
 use crate::proxy::conn::{current_stream_kill, ActivityGuard};
 use crate::proxy::headers::{self, get_str, head_size};
 use crate::proxy::refuse::{self, Refused};
-use crate::proxy::upstream::classify_client_error;
-use crate::proxy::{certpage, decode, shape, ws, ConnInfo, MAX_HEADER_BYTES};
+use crate::proxy::{decode, shape, ws, ConnInfo, MAX_HEADER_BYTES};
+use crate::upstream::classify_client_error;
+use crate::web::body::{self, Body, BoxError};
+use crate::web::certpage;
 
 /// The service of every request that is a call (absolute-form, or inside a tunnel).
 pub(crate) async fn call(
@@ -38,7 +39,7 @@ pub(crate) async fn call(
         Err(response) => return Ok(response),
     };
     if target.host == certpage::CERT_HOST && head_size(&req) <= MAX_HEADER_BYTES {
-        return Ok(certpage::serve(&req, &conn.shared));
+        return Ok(certpage::serve(&req, &conn.shared.ca));
     }
     let shared = conn.shared.clone();
     let config = shared.config();

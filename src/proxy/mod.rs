@@ -24,10 +24,7 @@ use crate::proxy::conn::{Activity, ConnSlot, Deadlines};
 use crate::state::Shared;
 
 mod admit;
-pub mod answer;
-pub mod body;
 mod call;
-pub mod certpage;
 mod conn;
 mod connect;
 pub mod decode;
@@ -38,12 +35,9 @@ mod refuse;
 pub mod rewind;
 mod shape;
 mod tunnel;
-pub mod upstream;
 mod ws;
 pub mod wsframes;
 
-/// A control-port client has this long to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head accepted (outer and inner, HTTP/1.1 and HTTP/2); larger gets 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// What hyper itself buffers for a head: above [`MAX_HEADER_BYTES`], so that the proxy sees a

@@ -18,10 +18,10 @@ use hyper::body::Incoming;
 use tracing::info;
 
 use crate::policy::{Refusal, Style};
-use crate::proxy::answer;
-use crate::proxy::body::{Body, BoxError};
 use crate::proxy::call::{outcome_of, record, CallMeta, End};
 use crate::state::Shared;
+use crate::web::answer;
+use crate::web::body::{Body, BoxError};
 
 /// At most this much of a refused request's body is read and discarded.
 pub const DRAIN_BYTES: u64 = 4 * 1024 * 1024;

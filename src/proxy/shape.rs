@@ -15,9 +15,9 @@ use tokio::time::Sleep;
 use crate::instances::Link;
 use crate::policy::{network, Refusal};
 use crate::proxy::admit::Admitted;
-use crate::proxy::body::{self, Body, BoxError};
 use crate::proxy::refuse::Refused;
 use crate::state::Shared;
+use crate::web::body::{self, Body, BoxError};
 
 /// Shape `body` in a direction (down: to the client) when the link limits it; else as it is.
 pub(crate) fn body(inner: Body, link: &Arc<Link>, down: bool) -> Body {

@@ -19,15 +19,15 @@ use crate::calllog::Outcome;
 use crate::instances::{Link, SlotError};
 use crate::policy::Refusal;
 use crate::proxy::admit::Admitted;
-use crate::proxy::body::{self, Body};
 use crate::proxy::call::{net_refusal, outcome_of, record, End};
 use crate::proxy::refuse::Refused;
-use crate::proxy::upstream::classify_client_error;
 use crate::proxy::wsframes::{close_frame, FrameTracker};
 use crate::proxy::ConnInfo;
 use crate::proxy::{headers, shape};
 use crate::shutdown::Shutdown;
 use crate::state::Shared;
+use crate::upstream::classify_client_error;
+use crate::web::body::{self, Body};
 
 /// After the cut, how long the relay waits for the frame being relayed to end before it closes
 /// the connection without a close frame.

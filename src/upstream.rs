@@ -20,8 +20,8 @@ use tokio::net::TcpStream;
 
 use crate::config::{MapTarget, UpstreamConfig};
 use crate::policy::{NetError, Rule};
-use crate::proxy::body::Body;
 use crate::tls::audit::{classify_handshake_error, Alpn, AuditError, FirstRecord, UpstreamTls};
+use crate::web::body::Body;
 
 /// How long a TCP connect to the upstream may take before it counts as failed. The call's own
 /// timeout (rule 7) is usually shorter and wins.

@@ -13,20 +13,20 @@ use http::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
-use crate::proxy::answer;
-use crate::proxy::body::{full, Body};
-use crate::state::Shared;
+use crate::tls::ca::CertificateAuthority;
+use crate::web::answer;
+use crate::web::body::{full, Body};
 
 /// The magic host name that the proxy answers itself.
 pub const CERT_HOST: &str = "wxsandbox.cert";
 
-pub(crate) fn serve<B>(req: &Request<B>, shared: &Shared) -> Response<Body> {
+pub(crate) fn serve<B>(req: &Request<B>, ca: &CertificateAuthority) -> Response<Body> {
     match req.uri().path() {
-        "/" | "/index.html" => html(page(shared)),
-        "/ca.pem" => ca_pem(shared),
-        "/ca.crt" => ca_der(shared),
-        "/ca-ios.pem" => ca_ios(shared),
-        "/ca.mobileconfig" => ca_mobileconfig(shared),
+        "/" | "/index.html" => html(page(ca)),
+        "/ca.pem" => ca_pem(ca),
+        "/ca.crt" => ca_der(ca),
+        "/ca-ios.pem" => ca_ios(ca),
+        "/ca.mobileconfig" => ca_mobileconfig(ca),
         _ => answer::status_only(
             StatusCode::NOT_FOUND,
             "not found: try http://wxsandbox.cert/",
@@ -35,18 +35,18 @@ pub(crate) fn serve<B>(req: &Request<B>, shared: &Shared) -> Response<Body> {
 }
 
 /// The CA as PEM (`application/x-pem-file`, which iOS Safari offers to install as a profile).
-pub fn ca_pem(shared: &Shared) -> Response<Body> {
+pub fn ca_pem(ca: &CertificateAuthority) -> Response<Body> {
     download(
-        shared.ca.cert_pem().as_bytes().to_vec(),
+        ca.cert_pem().as_bytes().to_vec(),
         "application/x-pem-file",
         "wxsandbox-ca.pem",
     )
 }
 
 /// The CA as DER (`application/x-x509-ca-cert`, what Android's installer expects).
-pub fn ca_der(shared: &Shared) -> Response<Body> {
+pub fn ca_der(ca: &CertificateAuthority) -> Response<Body> {
     download(
-        shared.ca.cert_der().to_vec(),
+        ca.cert_der().to_vec(),
         "application/x-x509-ca-cert",
         "wxsandbox-ca.crt",
     )
@@ -54,9 +54,9 @@ pub fn ca_der(shared: &Shared) -> Response<Body> {
 
 /// The CA as PEM for iOS: `application/x-x509-ca-cert`, `Content-Disposition: inline`, as
 /// mitmproxy's mitm.it serves it, so Safari offers to install it as a profile.
-pub fn ca_ios(shared: &Shared) -> Response<Body> {
+pub fn ca_ios(ca: &CertificateAuthority) -> Response<Body> {
     with_disposition(
-        shared.ca.cert_pem().as_bytes().to_vec(),
+        ca.cert_pem().as_bytes().to_vec(),
         "application/x-x509-ca-cert",
         "inline",
         "wxsandbox-ca.pem",
@@ -64,9 +64,9 @@ pub fn ca_ios(shared: &Shared) -> Response<Body> {
 }
 
 /// The CA in an Apple configuration profile (`application/x-apple-aspen-config`).
-pub fn ca_mobileconfig(shared: &Shared) -> Response<Body> {
+pub fn ca_mobileconfig(ca: &CertificateAuthority) -> Response<Body> {
     with_disposition(
-        mobileconfig(shared.ca.cert_der(), &shared.ca.subject()).into_bytes(),
+        mobileconfig(ca.cert_der(), &ca.subject()).into_bytes(),
         "application/x-apple-aspen-config",
         "attachment",
         "wxsandbox-ca.mobileconfig",
@@ -177,9 +177,9 @@ fn html(text: String) -> Response<Body> {
 }
 
 /// A small-screen page: links first, then the steps. No scripts, no external assets.
-fn page(shared: &Shared) -> String {
-    let fingerprint = shared.ca.fingerprint_sha256();
-    let subject = html_escape(&shared.ca.subject());
+fn page(ca: &CertificateAuthority) -> String {
+    let fingerprint = ca.fingerprint_sha256();
+    let subject = html_escape(&ca.subject());
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

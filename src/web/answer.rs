@@ -4,7 +4,7 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
 use crate::policy::Refusal;
-use crate::proxy::body::{full, Body};
+use crate::web::body::{full, Body};
 
 /// The refusal answer: status, `X-Wxsandbox-Errno/Errmsg/Rule`, JSON body; CORS headers when the
 /// request had an `Origin`, so a page can read why.
