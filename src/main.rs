@@ -12,11 +12,6 @@ use wxsandbox::shutdown::DRAIN_GRACE;
 use wxsandbox::tls::ca::{CaOrigin, CertificateAuthority};
 use wxsandbox::{telemetry, StartError};
 
-/// mimalloc: per-call buffers are allocated on one worker and freed on another; glibc's
-/// malloc spent about a fifth of a 1 KiB call's CPU on that (issue #11, perf).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit status for a config the proxy can't run with (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 /// Exit status with `--fail-on-refusal` when a call failed in the sandbox.

@@ -45,11 +45,13 @@ pub(crate) async fn call(
     let config = shared.config();
     let admitted = match admit(req, &conn, &config, &target) {
         Ok(a) => a,
-        Err(refused) => return refuse::finish(&shared, *refused).await,
+        Err(refused) => return Box::pin(refuse::finish(&shared, *refused)).await,
     };
-    match run(admitted, &conn, &target, busy).await {
+    // Boxed: hyper keeps room for this future in every connection, idle ones included, so the
+    // large part of a call (upstream, decoding, watchdog) is allocated only while it runs.
+    match Box::pin(run(admitted, &conn, &target, busy)).await {
         Ok(response) => Ok(response),
-        Err(refused) => refuse::finish(&shared, *refused).await,
+        Err(refused) => Box::pin(refuse::finish(&shared, *refused)).await,
     }
 }
 
