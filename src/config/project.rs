@@ -98,7 +98,23 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, String> {
             path.display()
         ));
     }
-    serde_json::from_str(&text)
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    // serde's derived structs also take a JSON array, field by field (`["wx…", "src"]` would be
+    // an appid and a root): the files and their `networkTimeout` must be objects.
+    if !value.is_object() {
+        return Err(format!("{}: expected a JSON object", path.display()));
+    }
+    if value
+        .get("networkTimeout")
+        .is_some_and(|t| !t.is_object() && !t.is_null())
+    {
+        return Err(format!(
+            "{}: networkTimeout: expected a JSON object",
+            path.display()
+        ));
+    }
+    T::deserialize(value)
         .map(Some)
         .map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -151,5 +167,41 @@ mod tests {
         assert_eq!(too_deep(&deep), Some(3));
         let quoted = format!("{{\"a\": \"{}\\\"{}\"}}", "[".repeat(100), "{".repeat(100));
         assert_eq!(too_deep(&quoted), None);
+    }
+
+    /// Found by the `project` fuzz target: a JSON array read as a struct, field by field.
+    #[test]
+    fn arrays_are_not_read_as_objects() {
+        #![allow(clippy::unwrap_used)]
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("project.config.json"), r#"["d","Zf"]"#).unwrap();
+        let err = import(dir.path()).unwrap_err();
+        assert!(
+            err.ends_with("project.config.json: expected a JSON object"),
+            "{err}"
+        );
+        std::fs::write(
+            dir.path().join("project.config.json"),
+            r#"{"appid": "wx0123456789abcdef"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("app.json"),
+            r#"{"networkTimeout": [1, 2, 3, 4]}"#,
+        )
+        .unwrap();
+        let err = import(dir.path()).unwrap_err();
+        assert!(
+            err.contains("networkTimeout: expected a JSON object"),
+            "{err}"
+        );
+        std::fs::write(
+            dir.path().join("app.json"),
+            r#"{"networkTimeout": {"request": 5000}}"#,
+        )
+        .unwrap();
+        let imported = import(dir.path()).unwrap();
+        assert_eq!(imported.appid.as_deref(), Some("wx0123456789abcdef"));
+        assert_eq!(imported.network_timeout.request, Some(5000));
     }
 }
