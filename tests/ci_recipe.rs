@@ -26,7 +26,7 @@ async fn wait_healthy(control: u16) {
         if ok {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("the proxy never became healthy");
 }

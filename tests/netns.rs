@@ -407,7 +407,7 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
         if ok() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{what} never became ready");
 }

@@ -321,7 +321,9 @@ fn network_config_findings_name_their_key_paths() {
 /// `scripts/network_bench.sh`: a 1 MiB download and 100 sequential 1 KiB calls on a preset
 /// (`NETWORK_BENCH_PROFILE`, default 4g), each beside the same on `online`. Prints the figures.
 #[tokio::test]
-#[ignore = "a benchmark: scripts/network_bench.sh"]
+// Ignored: a measurement, not a check (it prints figures and asserts only that calls pass);
+// scripts/network_bench.sh runs it with --ignored. Noted on issue #12.
+#[ignore = "a benchmark, run by scripts/network_bench.sh; it measures, it does not check"]
 async fn network_bench() {
     let name = std::env::var("NETWORK_BENCH_PROFILE").unwrap_or_else(|_| "4g".to_owned());
     let profile = wxsandbox::policy::network::preset(&name).expect("a preset name");

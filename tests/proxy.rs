@@ -405,7 +405,13 @@ async fn shutdown_drains_and_stops_accepting() {
         let c = c.clone();
         async move { c.get(api("/slow/300")).send().await.map(|r| r.status()) }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shut down once the call is in flight (not after a guessed delay).
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            http_in_flight(&proxy).await == 1
+        })
+        .await
+    );
     assert!(
         proxy.running.shutdown(Duration::from_secs(10)).await,
         "drain should finish in time"
