@@ -704,11 +704,30 @@ apps:
         // Which app.
         let hints = AppHints {
             proxy_authorization,
+            tunnel_user: None,
             appid_header,
             referer,
             client,
         };
         let identified = policy::identify_app(config, &hints);
+        // A tunnel decodes its CONNECT's credentials once: the same app as decoding per call.
+        let decoded = proxy_authorization.and_then(policy::proxy_user);
+        let via_tunnel = AppHints {
+            proxy_authorization: None,
+            tunnel_user: decoded.as_deref(),
+            ..hints
+        };
+        if policy::identify_app(config, &via_tunnel).map(|a| &a.appid)
+            != identified.map(|a| &a.appid)
+        {
+            violation(
+                mode,
+                "identify",
+                format_args!(
+                    "the tunnel's decoded user of {proxy_authorization:?} names another app"
+                ),
+            );
+        }
         if let (None, Some(id)) = (proxy_authorization, appid_header) {
             let expected = config.apps.iter().find(|a| a.appid == id.trim());
             if identified.map(|a| &a.appid) != expected.map(|a| &a.appid) {

@@ -6,6 +6,7 @@
 //! credentials redacted, and no `http::HeaderMap` kept (its values may pin hyper's read buffers).
 //! Readers get `Arc`s of the entries and serialise them one by one, never the ring as one string.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,11 +78,11 @@ pub struct Record {
     /// RFC 3339 UTC.
     #[serde(with = "time::serde::rfc3339")]
     pub ts: time::OffsetDateTime,
-    pub appid: Option<String>,
+    pub appid: Option<Arc<str>>,
     pub client: std::net::IpAddr,
     pub api: &'static str,
-    pub method: String,
-    pub url: String,
+    pub method: Cow<'static, str>,
+    pub url: Arc<str>,
     pub outcome: Outcome,
     pub status: Option<u16>,
     pub errno: Option<i64>,
@@ -94,7 +95,7 @@ pub struct Record {
     pub bytes_up: u64,
     pub bytes_down: u64,
     /// The network profile the call ran under (none when no app instance was found).
-    pub network: Option<String>,
+    pub network: Option<Arc<str>>,
     /// For HAR: request and response headers (redacted), and the HTTP version.
     #[serde(skip)]
     pub request_headers: Headers,
@@ -234,11 +235,11 @@ pub struct Entry {
     /// RFC 3339 UTC.
     #[serde(with = "time::serde::rfc3339")]
     pub ts: time::OffsetDateTime,
-    pub appid: Option<Box<str>>,
+    pub appid: Option<Arc<str>>,
     pub client: IpAddr,
     pub api: &'static str,
-    pub method: Box<str>,
-    pub url: Box<str>,
+    pub method: Cow<'static, str>,
+    pub url: Arc<str>,
     pub outcome: Outcome,
     pub status: Option<u16>,
     pub errno: Option<i64>,
@@ -250,7 +251,7 @@ pub struct Entry {
     pub duration_ms: u64,
     pub bytes_up: u64,
     pub bytes_down: u64,
-    pub network: Option<Box<str>>,
+    pub network: Option<Arc<str>>,
     #[serde(skip)]
     pub request_headers: Headers,
     #[serde(skip)]
@@ -267,11 +268,14 @@ impl Entry {
         let mut entry = Entry {
             id: record.id,
             ts: record.ts,
-            appid: record.appid.map(|a| keep(a, MAX_SHORT_BYTES)),
+            appid: record.appid.map(|a| keep_shared(a, MAX_SHORT_BYTES)),
             client: record.client,
             api: record.api,
-            method: keep(record.method, MAX_SHORT_BYTES),
-            url: keep(record.url, MAX_URL_BYTES),
+            method: match record.method {
+                Cow::Owned(m) => Cow::Owned(keep(m, MAX_SHORT_BYTES).into()),
+                standard => standard,
+            },
+            url: keep_shared(record.url, MAX_URL_BYTES),
             outcome: record.outcome,
             status: record.status,
             errno: record.errno,
@@ -282,7 +286,7 @@ impl Entry {
             duration_ms: record.duration_ms,
             bytes_up: record.bytes_up,
             bytes_down: record.bytes_down,
-            network: record.network.map(|n| keep(n, MAX_SHORT_BYTES)),
+            network: record.network.map(|n| keep_shared(n, MAX_SHORT_BYTES)),
             request_headers: record.request_headers,
             response_headers: record.response_headers,
             http_version: record.http_version,
@@ -298,16 +302,18 @@ impl Entry {
     }
 
     fn measure(&self) -> usize {
+        // Shared strings are counted whole in every entry: the bound holds if nothing is shared.
         let opt = |s: &Option<Box<str>>| s.as_deref().map_or(0, str::len);
+        let shared = |s: &Option<Arc<str>>| s.as_deref().map_or(0, str::len);
         let headers = |h: &Headers| h.bytes();
         std::mem::size_of::<Entry>()
             + 2 * std::mem::size_of::<usize>()
-            + opt(&self.appid)
+            + shared(&self.appid)
             + self.method.len()
             + self.url.len()
             + opt(&self.errmsg)
             + opt(&self.detail)
-            + opt(&self.network)
+            + shared(&self.network)
             + headers(&self.request_headers)
             + headers(&self.response_headers)
     }
@@ -319,6 +325,15 @@ impl Entry {
 }
 
 /// `text` kept as it is when it fits (no copy), else [`clip`]ped.
+/// `text` as kept: shared as it is when short enough, else a clipped copy.
+fn keep_shared(text: Arc<str>, max: usize) -> Arc<str> {
+    if text.len() <= max {
+        text
+    } else {
+        Arc::from(clip(&text, max))
+    }
+}
+
 fn keep(text: String, max: usize) -> Box<str> {
     if text.len() <= max {
         text.into_boxed_str()
@@ -628,11 +643,11 @@ mod tests {
         Record {
             id: log.next_id(),
             ts: time::OffsetDateTime::now_utc(),
-            appid: Some("wx0123456789abcdef".to_owned()),
+            appid: Some("wx0123456789abcdef".into()),
             client: IpAddr::from([127, 0, 0, 1]),
             api: "request",
-            method: "GET".to_owned(),
-            url: format!("https://api.example.com/?q={}", "u".repeat(url_len)),
+            method: "GET".into(),
+            url: format!("https://api.example.com/?q={}", "u".repeat(url_len)).into(),
             outcome: Outcome::Refused,
             status: Some(403),
             errno: Some(600_002),
@@ -643,7 +658,7 @@ mod tests {
             duration_ms: 7,
             bytes_up: 0,
             bytes_down: 0,
-            network: Some("online".to_owned()),
+            network: Some("online".into()),
             request_headers: Headers::capture(&request_headers),
             response_headers: Headers::default(),
             http_version: "HTTP/1.1",

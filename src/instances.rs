@@ -22,7 +22,8 @@ use crate::policy::SlidingWindow;
 /// An instance's network: its profile, and the token buckets (down, up) all its calls share.
 #[derive(Debug)]
 pub struct Link {
-    pub name: String,
+    /// Shared with every call record made under it.
+    pub name: Arc<str>,
     pub profile: Profile,
     origin: tokio::time::Instant,
     down: Mutex<Bucket>,
@@ -32,7 +33,7 @@ pub struct Link {
 impl Link {
     pub fn new(name: &str, profile: Profile) -> Link {
         Link {
-            name: name.to_owned(),
+            name: Arc::from(name),
             profile,
             origin: tokio::time::Instant::now(),
             down: Mutex::new(Bucket::new(profile.down_kbps, Duration::ZERO)),
@@ -345,7 +346,7 @@ impl Instance {
             http_in_flight: self.http_in_flight(),
             http_queued: self.http_queued(),
             sockets: self.sockets_open(),
-            network: self.link().name.clone(),
+            network: self.link().name.to_string(),
         }
     }
 }

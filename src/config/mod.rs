@@ -195,6 +195,8 @@ pub struct SandboxConfig {
 pub struct AppConfig {
     /// `wx` + 16 hex digits.
     pub appid: String,
+    /// `appid` again, shared by every call record of the app (not copied per call).
+    pub id: std::sync::Arc<str>,
     /// Referer segment: `devtools`, `0`, or a release number.
     pub version: String,
     pub project: Option<PathBuf>,

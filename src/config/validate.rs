@@ -542,6 +542,7 @@ fn validate_app(c: &mut Checker<'_>, i: usize, raw: RawApp, base: &Path) -> Opti
         }
     };
     Some(AppConfig {
+        id: std::sync::Arc::from(appid.as_str()),
         appid,
         version,
         referer,

@@ -10,8 +10,16 @@ use crate::config::{AppConfig, Config};
 /// guessed past: `None` (407).
 pub fn identify_app<'c>(config: &'c Config, hints: &AppHints<'_>) -> Option<&'c AppConfig> {
     let by_id = |id: &str| config.apps.iter().find(|a| a.appid == id.trim());
-    if let Some(user) = hints.proxy_authorization.and_then(proxy_user) {
-        return by_id(&user);
+    let decoded;
+    let user = match hints.proxy_authorization {
+        Some(header) => {
+            decoded = proxy_user(header);
+            decoded.as_deref()
+        }
+        None => hints.tunnel_user,
+    };
+    if let Some(user) = user {
+        return by_id(user);
     }
     if let Some(id) = hints.appid_header {
         return by_id(id);
@@ -34,7 +42,7 @@ pub fn identify_app<'c>(config: &'c Config, hints: &AppHints<'_>) -> Option<&'c 
 }
 
 /// The user name of `Proxy-Authorization: Basic base64(user:password)`.
-fn proxy_user(header: &str) -> Option<String> {
+pub fn proxy_user(header: &str) -> Option<String> {
     let (scheme, token) = header.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;

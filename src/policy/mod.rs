@@ -402,6 +402,9 @@ pub struct Switches {
 pub struct AppHints<'a> {
     /// The raw `Proxy-Authorization` header value (`Basic base64(user:pass)`).
     pub proxy_authorization: Option<&'a str>,
+    /// The user name of the tunnel's `Proxy-Authorization`, decoded once at the CONNECT: used
+    /// when the request carries no `Proxy-Authorization` of its own.
+    pub tunnel_user: Option<&'a str>,
     /// `X-Wxsandbox-Appid`.
     pub appid_header: Option<&'a str>,
     /// `Referer` as sent by the client.
@@ -428,8 +431,8 @@ pub fn referer(app: &AppConfig) -> String {
 }
 
 pub use decide::{call_timeout, is_preflight, refusal_style, Style, DEFAULT_TIMEOUT};
-pub use identify::{detect_api, detect_api_parsed, identify_app, unknown_app};
+pub use identify::{detect_api, detect_api_parsed, identify_app, proxy_user, unknown_app};
 pub use judge::{judge, judge_connect, judge_parsed};
 pub use quota::SlidingWindow;
-pub use url::{hint_matches, normalize_target_host, parse_url, CallUrl, Host};
+pub use url::{hint_matches, normalize_target_host, parse_url, tunnel_url, CallUrl, Host};
 pub use webview::{judge_navigation, webview_kind, WebView};

@@ -18,6 +18,7 @@ fn app(request: &[&str], socket: &[&str], download: &[&str], tcp: &[&str]) -> Ap
     };
     AppConfig {
         appid: APPID.to_owned(),
+        id: APPID.into(),
         version: "devtools".to_owned(),
         project: None,
         clients: vec![],
@@ -461,6 +462,7 @@ mod identify_app {
     fn named(appid: &str, clients: &[&str]) -> AppConfig {
         let mut a = standard();
         a.appid = appid.to_owned();
+        a.id = appid.into();
         a.clients = clients.iter().map(|c| c.parse().unwrap()).collect();
         a
     }
@@ -485,6 +487,7 @@ mod identify_app {
         ) -> AppHints<'a> {
             AppHints {
                 proxy_authorization: auth,
+                tunnel_user: None,
                 appid_header: header,
                 referer,
                 client: ip(client),
@@ -1043,4 +1046,30 @@ fn decisions_on_a_parsed_url_are_the_decisions_on_its_text() {
         );
     }
     assert_eq!(rows, urls.len() * apis.len() * 3);
+}
+
+/// A tunnel's URL, parsed once at its CONNECT, is what parsing each call's URL would give.
+#[test]
+fn tunnel_url_is_each_calls_url_parsed() {
+    let table: &[(&str, u16)] = &[
+        ("api.example.com", 443),
+        ("api.example.com", 8443),
+        ("127.0.0.1", 443),
+        ("10.0.0.1", 80),
+        ("[::1]", 443),
+        ("[2001:db8::1]", 9443),
+        ("xn--fiqs8s.example", 443),
+    ];
+    for &(host, port) in table {
+        let written = if port == 443 {
+            format!("https://{host}/a/b?c=d")
+        } else {
+            format!("https://{host}:{port}/a/b?c=d")
+        };
+        let once = super::tunnel_url(host, port);
+        assert!(once.is_some(), "{host}:{port}");
+        assert_eq!(once, super::parse_url(&written), "{host}:{port}");
+    }
+    // A host no call can be parsed for gives nothing to judge by.
+    assert_eq!(super::tunnel_url("bad host", 443), None);
 }

@@ -88,6 +88,15 @@ pub fn parse_url(url: &str) -> Option<CallUrl> {
     Some(CallUrl { scheme, host, port })
 }
 
+/// The URL of every call in a tunnel to `host:port` (the host as [`normalize_target_host`]
+/// gave it), parsed once at the CONNECT: `https://host` written as a call would write it, the
+/// port kept only when it is not 443. `None` when no call to it can be parsed.
+pub fn tunnel_url(host: &str, port: u16) -> Option<CallUrl> {
+    let mut url = parse_url(&format!("https://{host}:{port}/"))?;
+    url.port = (port != 443).then_some(port);
+    Some(url)
+}
+
 /// A host as the WHATWG parser gave it, names normalised as the lists are (no trailing dot).
 fn host_of(host: ::url::Host<&str>) -> Option<Host> {
     match host {

@@ -13,6 +13,7 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Scheme;
 use crate::config::{AppConfig, Config};
 use crate::instances::{Instance, Link, Phase};
 use crate::policy::{self, Api, ApiHints, AppHints, CallUrl, Refusal, Style, Verdict, WebView};
@@ -53,6 +54,8 @@ pub(crate) struct Target {
     pub port: u16,
     explicit_port: bool,
     path_and_query: String,
+    /// A tunnel's `https://host[:port]`, parsed at its CONNECT.
+    parsed: Option<CallUrl>,
 }
 
 impl Target {
@@ -68,6 +71,7 @@ impl Target {
                 port: tunnel.port,
                 explicit_port: tunnel.port != 443,
                 path_and_query,
+                parsed: tunnel.call_url.clone(),
             });
         }
         let bad = |message| Err(answer::status_only(StatusCode::BAD_REQUEST, message));
@@ -87,17 +91,40 @@ impl Target {
             port: authority.port_u16().unwrap_or(80),
             explicit_port: authority.port().is_some(),
             path_and_query,
+            parsed: None,
         })
     }
 
     /// The URL as the mini program wrote it (as far as the proxy can tell).
     pub fn url(&self, websocket: bool) -> String {
-        let mut url = format!("{}://{}", self.scheme(websocket), self.host);
+        use std::fmt::Write as _;
+        let scheme = self.scheme(websocket);
+        let mut url = String::with_capacity(
+            scheme.len() + 3 + self.host.len() + 6 + self.path_and_query.len(),
+        );
+        url.push_str(scheme);
+        url.push_str("://");
+        url.push_str(&self.host);
         if self.explicit_port {
-            url.push_str(&format!(":{}", self.port));
+            let _ = write!(url, ":{}", self.port);
         }
         url.push_str(&self.path_and_query);
         url
+    }
+
+    /// [`Target::url`] as parsed for the policy: a tunnel's was parsed at its CONNECT.
+    fn parsed_url(&self, websocket: bool) -> Option<CallUrl> {
+        match &self.parsed {
+            Some(tunnel) => Some(CallUrl {
+                scheme: if websocket {
+                    Scheme::Wss
+                } else {
+                    Scheme::Https
+                },
+                ..tunnel.clone()
+            }),
+            None => policy::parse_url(&self.url(websocket)),
+        }
     }
 
     fn scheme(&self, websocket: bool) -> &'static str {
@@ -217,7 +244,7 @@ struct Arrived<'c> {
     req: Request<Incoming>,
     meta: CallMeta,
     /// The URL as judged: the hint when sent, else the request's own.
-    url: String,
+    url: Arc<str>,
     hint: Option<String>,
     websocket: bool,
     app: Option<&'c AppConfig>,
@@ -234,17 +261,20 @@ impl<'c> Arrived<'c> {
             .headers()
             .get(URL_HEADER)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let url = hint.clone().unwrap_or_else(|| target.url(websocket));
+        let url: Arc<str> = match &hint {
+            Some(hint) => Arc::from(hint.as_str()),
+            None => Arc::from(target.url(websocket)),
+        };
         let mut meta = CallMeta::new(
             &conn.shared,
             conn.client.ip(),
-            req.method().as_str(),
-            &url,
+            req.method(),
+            url.clone(),
             req.headers(),
             req.version(),
         );
         let app = identify(&req, conn, config);
-        meta.appid = app.map(|a| a.appid.clone());
+        meta.appid = app.map(|a| a.id.clone());
         let style = style_of(&req, app, &conn.shared);
         Arrived {
             req,
@@ -282,8 +312,12 @@ impl<'c> Arrived<'c> {
         if let Some(admitted) = self.webview(conn, target, app)? {
             return Ok(admitted);
         }
-        // The URL is parsed once, here, for the API's detection and rules 1-4.
-        let parsed = policy::parse_url(&self.url);
+        // The URL is parsed once, here (a tunnel's at its CONNECT), for the API's detection
+        // and rules 1-4.
+        let parsed = match &self.hint {
+            Some(hint) => policy::parse_url(hint),
+            None => target.parsed_url(self.websocket),
+        };
         let api = detect(&self.req, app, parsed.as_ref(), self.websocket);
         self.meta.api = api.as_str();
         if let Some(hint) = &self.hint {
@@ -388,7 +422,7 @@ impl<'c> Arrived<'c> {
             body: Some(body),
             app,
             api,
-            url: Arc::from(self.url),
+            url: self.url,
             style: self.style,
             clock: Clock::new(self.meta.arrival + timeout, cut_by),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
@@ -424,8 +458,8 @@ fn identify<'c>(
     let h = req.headers();
     let tunnel = conn.tunnel.as_ref();
     let hints = AppHints {
-        proxy_authorization: get_str(h, PROXY_AUTHORIZATION)
-            .or_else(|| tunnel.and_then(|t| t.proxy_authorization.as_deref())),
+        proxy_authorization: get_str(h, PROXY_AUTHORIZATION),
+        tunnel_user: tunnel.and_then(|t| t.proxy_user.as_deref()),
         appid_header: get_str(h, APPID_HEADER)
             .or_else(|| tunnel.and_then(|t| t.appid_header.as_deref())),
         referer: get_str(h, REFERER),

@@ -2,6 +2,8 @@
 //! every wait against its deadline and the background cut, and, once the response head is out,
 //! the watchdog that ends the call at its deadline or cut even when the client stops reading.
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -30,23 +32,24 @@ pub(crate) struct CallMeta {
     pub id: u64,
     pub ts: time::OffsetDateTime,
     pub arrival: Instant,
-    pub appid: Option<String>,
+    pub appid: Option<Arc<str>>,
     pub client: IpAddr,
     pub api: &'static str,
-    pub method: String,
-    pub url: String,
+    pub method: Cow<'static, str>,
+    /// Shared with the call's later stages and its record.
+    pub url: Arc<str>,
     pub request_headers: Headers,
     pub http_version: &'static str,
     /// The network profile the call runs under, once its instance is known.
-    pub network: Option<String>,
+    pub network: Option<Arc<str>>,
 }
 
 impl CallMeta {
     pub fn new(
         shared: &Shared,
         client: IpAddr,
-        method: &str,
-        url: &str,
+        method: &http::Method,
+        url: Arc<str>,
         headers: &HeaderMap,
         version: http::Version,
     ) -> Self {
@@ -59,13 +62,31 @@ impl CallMeta {
             appid: None,
             client,
             api: "request",
-            method: method.to_owned(),
-            url: url.to_owned(),
+            method: method_name(method),
+            url,
             request_headers: Headers::capture(headers),
             http_version: version_name(version),
             network: None,
         }
     }
+}
+
+/// A method's name: no copy for the standard ones.
+fn method_name(method: &http::Method) -> Cow<'static, str> {
+    use http::Method;
+    let name = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        _ => return Cow::Owned(method.as_str().to_owned()),
+    };
+    Cow::Borrowed(name)
 }
 
 /// HAR's name of an HTTP version (`Version`'s `Debug`, without formatting per call).
@@ -310,6 +331,8 @@ pub(crate) struct Live {
     pub permit: Option<OwnedSemaphorePermit>,
     /// The upstream response body (decoded); dropped with the call.
     pub body: Body,
+    /// Frames already read from `body` (by [`read_ready`]), handed on first.
+    pub replay: VecDeque<Result<Frame<Bytes>, BoxError>>,
     /// `Content-Length` of what the client is sent, when known.
     pub expected: Option<u64>,
     /// Keeps the connection busy (not idle) until the call ends.
@@ -363,6 +386,52 @@ fn finish_live(mut live: Live, outcome: Outcome, refusal: Option<&Refusal>) {
     record(&shared, meta, outcome, refusal, end);
 }
 
+/// What of a response body could be read without waiting.
+pub(crate) enum Ready {
+    /// All of it: a small response usually comes with its head.
+    Whole(Bytes),
+    /// The first frames (maybe none); the rest is still to come.
+    Started(VecDeque<Result<Frame<Bytes>, BoxError>>),
+}
+
+/// Read what of `body` is there already (at most two frames), without waiting for more.
+pub(crate) fn read_ready(body: &mut Body) -> Ready {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut frames = VecDeque::new();
+    for _ in 0..2 {
+        match Pin::new(&mut *body).poll_frame(&mut cx) {
+            Poll::Ready(None) => return whole(frames),
+            Poll::Ready(Some(Ok(frame))) => {
+                frames.push_back(Ok(frame));
+                if body.is_end_stream() {
+                    return whole(frames);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                frames.push_back(Err(e));
+                break;
+            }
+            Poll::Pending => break,
+        }
+    }
+    Ready::Started(frames)
+}
+
+/// The body of `frames` read to its end: whole when they are all data.
+fn whole(mut frames: VecDeque<Result<Frame<Bytes>, BoxError>>) -> Ready {
+    if !frames.iter().all(|f| f.as_ref().is_ok_and(Frame::is_data)) {
+        return Ready::Started(frames);
+    }
+    let mut data = frames
+        .drain(..)
+        .filter_map(|f| f.ok().and_then(|f| f.into_data().ok()));
+    let first = data.next().unwrap_or_default();
+    match data.next() {
+        None => Ready::Whole(first),
+        Some(second) => Ready::Whole([first, second].concat().into()),
+    }
+}
+
 /// Hand the response body to the client under a watchdog: at the deadline or the cut the call
 /// ends at once (slot freed, recorded, transport ended), whether or not the client reads.
 pub(crate) fn track(live: Live, mut clock: Clock, cut: CutInfo) -> Body {
@@ -411,13 +480,17 @@ impl HttpBody for Tracked {
             }
             return Poll::Ready(Some(Err("the call was cut (timeout or background)".into())));
         };
-        let polled = Pin::new(&mut live.body).poll_frame(cx);
+        let polled = match live.replay.pop_front() {
+            Some(frame) => Poll::Ready(Some(frame)),
+            None => Pin::new(&mut live.body).poll_frame(cx),
+        };
         let ended = match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     live.end.bytes_down += data.len() as u64;
                 }
-                live.body.is_end_stream() || live.expected == Some(live.end.bytes_down)
+                (live.replay.is_empty() && live.body.is_end_stream())
+                    || live.expected == Some(live.end.bytes_down)
             }
             Poll::Ready(None) => true,
             Poll::Ready(Some(Err(_))) => {
@@ -446,7 +519,22 @@ impl HttpBody for Tracked {
     fn size_hint(&self) -> SizeHint {
         let guard = self.ctl.live.lock().unwrap_or_else(PoisonError::into_inner);
         match guard.as_ref() {
-            Some((live, _)) => live.body.size_hint(),
+            Some((live, _)) => {
+                // What is read already and still to be handed on counts too.
+                let queued: u64 = live
+                    .replay
+                    .iter()
+                    .filter_map(|f| f.as_ref().ok().and_then(Frame::data_ref))
+                    .map(|d| d.len() as u64)
+                    .sum();
+                let rest = live.body.size_hint();
+                let mut hint = SizeHint::new();
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(queued));
+                }
+                hint.set_lower(rest.lower().saturating_add(queued));
+                hint
+            }
             None => SizeHint::default(),
         }
     }

@@ -47,10 +47,13 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
         return answer::status_only(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
     let h = req.headers();
+    let proxy_authorization = get_str(h, http::header::PROXY_AUTHORIZATION);
     let tunnel = TunnelInfo {
+        call_url: policy::tunnel_url(&host, port),
         host,
         port,
-        proxy_authorization: get_str(h, http::header::PROXY_AUTHORIZATION).map(str::to_owned),
+        proxy_user: proxy_authorization.and_then(policy::proxy_user),
+        proxy_authorization: proxy_authorization.map(str::to_owned),
         appid_header: get_str(h, APPID_HEADER).map(str::to_owned),
     };
     debug!(target.host = %tunnel.host, target.port = port,
@@ -95,8 +98,8 @@ fn judge(req: &Request<Incoming>, conn: &ConnInfo, tunnel: &TunnelInfo) -> Optio
         CallMeta::new(
             shared,
             conn.client.ip(),
-            "CONNECT",
-            url,
+            &Method::CONNECT,
+            Arc::from(url),
             req.headers(),
             req.version(),
         )
@@ -111,7 +114,8 @@ fn judge(req: &Request<Incoming>, conn: &ConnInfo, tunnel: &TunnelInfo) -> Optio
         return None;
     }
     let hints = AppHints {
-        proxy_authorization: tunnel.proxy_authorization.as_deref(),
+        proxy_authorization: None,
+        tunnel_user: tunnel.proxy_user.as_deref(),
         appid_header: tunnel.appid_header.as_deref(),
         referer: None,
         client: conn.client.ip(),
@@ -127,7 +131,7 @@ fn judge(req: &Request<Incoming>, conn: &ConnInfo, tunnel: &TunnelInfo) -> Optio
         return None;
     }
     let mut meta = meta(&refusal.url);
-    meta.appid = Some(app.appid.clone());
+    meta.appid = Some(app.id.clone());
     meta.api = refusal.api.as_str();
     Some(refuse_connect(shared, meta, &refusal))
 }

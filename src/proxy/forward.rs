@@ -6,6 +6,7 @@
 //! Used for plain-HTTP proxy requests (absolute-form) and for every request inside an
 //! intercepted TLS tunnel (origin-form over HTTP/1.1, or HTTP/2).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use http::header::REFERER;
@@ -19,7 +20,9 @@ use crate::config::AppConfig;
 use crate::instances::Link;
 use crate::policy::{self, Refusal};
 use crate::proxy::admit::{admit, Admitted, Target, RESPONSE_TYPE_HEADER};
-use crate::proxy::call::{record, track, Clock, Counted, CutInfo, End, Live, RequestBody};
+use crate::proxy::call::{
+    read_ready, record, track, Clock, Counted, CutInfo, End, Live, Ready, RequestBody,
+};
 use crate::proxy::conn::{current_stream_kill, ActivityGuard};
 use crate::proxy::headers::{self, get_str, head_size};
 use crate::proxy::refuse::{self, Refused};
@@ -103,6 +106,7 @@ async fn run(
         request_body,
         permit,
         body: body::empty(),
+        replay: VecDeque::new(),
         expected: if plan.head_only {
             Some(0)
         } else {
@@ -232,15 +236,35 @@ fn deliver(
     let (parts, body) = response.into_parts();
     if live.expected == Some(0) || http_body::Body::is_end_stream(&body) {
         // Nothing to stream (HEAD, 204, 304, empty): the call is over.
-        live.permit.take();
-        let Live {
-            shared, meta, end, ..
-        } = live;
-        record(&shared, meta, crate::calllog::Outcome::Ok, None, end);
-        return Response::from_parts(parts, body);
+        return Response::from_parts(parts, finish_now(live, body));
     }
-    live.body = shape::body(body, link, true);
-    Response::from_parts(parts, track(live, clock, cut))
+    let mut body = shape::body(body, link, true);
+    match read_ready(&mut body) {
+        // All there (a small response comes with its head): over once hyper has it, no watchdog.
+        Ready::Whole(data) => {
+            live.end.bytes_down = data.len() as u64;
+            Response::from_parts(parts, finish_now(live, body::full(data)))
+        }
+        Ready::Started(frames) => {
+            live.body = body;
+            live.replay = frames;
+            Response::from_parts(parts, track(live, clock, cut))
+        }
+    }
+}
+
+/// The call is over with `body` (all there): slot freed, recorded.
+fn finish_now(mut live: Live, body: Body) -> Body {
+    live.permit.take();
+    live.end.bytes_up = live
+        .request_body
+        .bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let Live {
+        shared, meta, end, ..
+    } = live;
+    record(&shared, meta, crate::calllog::Outcome::Ok, None, end);
+    body
 }
 
 /// Rewrite an admitted request for the upstream: absolute URI, HTTP/1.1 semantics (ALPN decides

@@ -47,7 +47,6 @@ where
     let mut builder = auto::Builder::new(StreamExecutor);
     builder
         .http1()
-        .preserve_header_case(true)
         .title_case_headers(true)
         .max_buf_size(HYPER_HEADER_BUFFER)
         .timer(TokioTimer::new())

@@ -75,7 +75,11 @@ pub(crate) struct TunnelInfo {
     pub host: String,
     pub port: u16,
     pub proxy_authorization: Option<String>,
+    /// The user name of `proxy_authorization`, decoded once for every call in the tunnel.
+    pub proxy_user: Option<String>,
     pub appid_header: Option<String>,
+    /// `https://host[:port]` as parsed for the policy, once for every call in the tunnel.
+    pub call_url: Option<crate::policy::CallUrl>,
 }
 
 /// Accept clients until shutdown. Connections from outside `proxy.clients` are closed at once;
@@ -170,7 +174,6 @@ async fn serve_connection(
     let service_conn = conn.clone();
     let service = service_fn(move |req| connect::outer(req, service_conn.clone()));
     let connection = http1::Builder::new()
-        .preserve_header_case(true)
         .title_case_headers(true)
         .max_buf_size(HYPER_HEADER_BUFFER)
         .timer(TokioTimer::new())

@@ -23,8 +23,8 @@ where
     let mut meta = CallMeta::new(
         shared,
         conn.client.ip(),
-        "CONNECT",
-        &url,
+        &http::Method::CONNECT,
+        Arc::from(url.as_str()),
         &http::HeaderMap::new(),
         http::Version::HTTP_11,
     );
@@ -83,7 +83,8 @@ fn admit(
 ) -> Result<Arc<Instance>, Refusal> {
     let shared = &conn.shared;
     let hints = AppHints {
-        proxy_authorization: tunnel.proxy_authorization.as_deref(),
+        proxy_authorization: None,
+        tunnel_user: tunnel.proxy_user.as_deref(),
         appid_header: tunnel.appid_header.as_deref(),
         referer: None,
         client: conn.client.ip(),
@@ -91,7 +92,7 @@ fn admit(
     let config = shared.config();
     let app =
         policy::identify_app(&config, &hints).ok_or_else(|| policy::unknown_app(Api::Tcp, url))?;
-    meta.appid = Some(app.appid.clone());
+    meta.appid = Some(app.id.clone());
     let call = Call {
         client: conn.client.ip(),
         api: Api::Tcp,
