@@ -27,7 +27,8 @@ use crate::proxy::conn::{current_stream_kill, ActivityGuard};
 use crate::proxy::headers::{self, get_str, head_size};
 use crate::proxy::refuse::{self, Refused};
 use crate::proxy::{decode, shape, ws, ConnInfo, MAX_HEADER_BYTES};
-use crate::upstream::classify_client_error;
+use crate::upstream::kept::SendError;
+use crate::upstream::{classify_client_error, ConnectError, Upstream};
 use crate::web::body::{self, Body, BoxError};
 use crate::web::certpage;
 
@@ -178,16 +179,50 @@ async fn send_upstream(
     let head = std::mem::replace(&mut a.head, Request::new(()).into_parts().0);
     let upstream_req = Request::from_parts(head, shape::body(counted, &a.link, false));
     let upstream = conn.shared.upstream();
-    let client = upstream.client(strict, false);
-    match a.clock.race(client.request(upstream_req)).await {
+    match a
+        .clock
+        .race(send(conn, &upstream, strict, a.version, upstream_req))
+        .await
+    {
         Ok(Ok(response)) => {
             let mut response = response.map(body::boxed);
             headers::strip_hop_by_hop(response.headers_mut(), false);
             Ok(response)
         }
-        Ok(Err(e)) => Err(upstream_failed(a, &e, request_body)),
+        Ok(Err((failure, message))) => Err(upstream_failed(a, failure, &message, request_body)),
         Err(cut) => Err(a.cut(cut)),
     }
+}
+
+/// An HTTP/1.1 client's call in a tunnel goes over the tunnel's kept upstream connection;
+/// the others (HTTP/2 clients, plain-HTTP proxy requests, no place to keep one) through the
+/// shared pool. A failure comes classified, with its own words.
+async fn send(
+    conn: &ConnInfo,
+    upstream: &Arc<Upstream>,
+    strict: bool,
+    version: Version,
+    req: Request<Body>,
+) -> Result<Response<Incoming>, (ConnectError, String)> {
+    let req = match &conn.tunnel {
+        Some(tunnel) if version != Version::HTTP_2 => {
+            match conn
+                .kept
+                .send(upstream, strict, &tunnel.host, tunnel.port, req)
+                .await
+            {
+                Err(SendError::Full(req)) => req,
+                Ok(response) => return Ok(response),
+                Err(e) => return Err((e.classify(), e.to_string())),
+            }
+        }
+        _ => req,
+    };
+    let client = upstream.client(strict, false);
+    client
+        .request(req)
+        .await
+        .map_err(|e| (classify_client_error(&e), e.to_string()))
 }
 
 /// BOM and charset handling, raced against the clock.
@@ -208,17 +243,17 @@ async fn decode(
 /// The upstream failed: the server's fault, or the client's own broken request body.
 fn upstream_failed(
     a: &mut Admitted<'_>,
-    err: &hyper_util::client::legacy::Error,
+    failure: ConnectError,
+    message: &str,
     request_body: &RequestBody,
 ) -> Box<Refused> {
     if request_body
         .client_error
         .load(std::sync::atomic::Ordering::Relaxed)
     {
-        let refusal = Refusal::bad_request_body(a.api, &a.url, &err.to_string());
+        let refusal = Refusal::bad_request_body(a.api, &a.url, message);
         return a.refused(refusal);
     }
-    let failure = classify_client_error(err);
     let refusal = Refusal::net(a.api, &a.url, failure.rule, &failure.net);
     warn!(app = %a.app.appid, api = a.api.as_str(), url = %a.url, rule = refusal.rule.as_str(),
         error = %failure, "upstream failed");

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use crate::proxy::conn::{self, Activity, StreamExecutor};
 use crate::proxy::{forward, ConnInfo, TunnelInfo, HYPER_HEADER_BUFFER};
+use crate::upstream::kept::Kept;
 
 /// HTTP/2 keep-alive: a PING this often on a connection, answered within the timeout.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -40,6 +41,7 @@ where
         tunnel: Some(tunnel),
         activity: Arc::new(Activity::default()),
         slot: conn.slot.clone(),
+        kept: Kept::default(),
     });
     let token = inner.shared.shutdown.token.clone();
     let activity = inner.activity.clone();

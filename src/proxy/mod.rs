@@ -7,6 +7,7 @@
 //!                                                                              └─ other: tunnel (tcp list)
 //! ```
 
+use crate::upstream::kept::Kept;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +55,8 @@ pub(crate) struct ConnInfo {
     pub activity: Arc<Activity>,
     /// Its place under `proxy.max_connections`.
     pub slot: Arc<ConnSlot>,
+    /// Inside a tunnel: the upstream connection its HTTP/1.1 calls go over.
+    pub kept: Kept,
 }
 
 impl ConnInfo {
@@ -168,6 +171,7 @@ async fn serve_connection(
         tunnel: None,
         activity: Arc::new(Activity::default()),
         slot,
+        kept: Kept::default(),
     });
     let deadlines = conn.deadlines();
     let activity = conn.activity.clone();

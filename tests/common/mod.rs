@@ -115,10 +115,13 @@ pub struct Seen {
 /// An HTTPS (or plain HTTP) backend on 127.0.0.1:0.
 ///
 /// Routes: `/echo` (the request body back), `/bytes/N` (N bytes of a fixed pattern),
-/// `/slow/MS` (answers after MS ms), `/ws` (WebSocket echo), anything else 200 "ok".
+/// `/slow/MS` (answers after MS ms), `/ws` (WebSocket echo), `/close` (200 "ok", then the
+/// connection is closed), anything else 200 "ok".
 pub struct Backend {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// TCP connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     pub stop: CancellationToken,
     /// Requests being answered now, and the most at once.
     pub gauge: Arc<Gauge>,
@@ -163,6 +166,9 @@ impl Backend {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
@@ -174,7 +180,9 @@ pub async fn start_backend(tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stop = CancellationToken::new();
     let gauge = Arc::new(Gauge::default());
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (seen2, stop2, gauge2) = (seen.clone(), stop.clone(), gauge.clone());
+    let accepted = connections.clone();
     tokio::spawn(async move {
         loop {
             let (stream, _) = tokio::select! {
@@ -182,6 +190,7 @@ pub async fn start_backend(tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
                 r = listener.accept() => match r { Ok(a) => a, Err(_) => continue },
             };
             let _ = stream.set_nodelay(true);
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let seen = seen2.clone();
             let gauge = gauge2.clone();
             let tls = tls.clone();
@@ -216,6 +225,7 @@ pub async fn start_backend(tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
     Backend {
         addr,
         seen,
+        connections,
         stop,
         gauge,
     }
@@ -250,6 +260,12 @@ async fn backend_route(
     let path = req.uri().path().to_owned();
     if path == "/ws" {
         return Ok(ws_echo(&mut req));
+    }
+    if path == "/close" {
+        let mut resp = Response::new(full_body("ok"));
+        resp.headers_mut()
+            .insert("connection", http::HeaderValue::from_static("close"));
+        return Ok(resp);
     }
     if path == "/echo" {
         let (parts, body) = req.into_parts();

@@ -23,6 +23,8 @@ use crate::policy::{NetError, Rule};
 use crate::tls::audit::{classify_handshake_error, Alpn, AuditError, FirstRecord, UpstreamTls};
 use crate::web::body::Body;
 
+pub mod kept;
+
 /// How long a TCP connect to the upstream may take before it counts as failed. The call's own
 /// timeout (rule 7) is usually shorter and wins.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -374,6 +376,8 @@ pub struct Upstream {
     lax_connector: Connector,
     own: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
     map: Arc<HostMap>,
+    /// Connections kept by tunnels ([`kept::KEPT_MAX`] at most).
+    kept: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -409,6 +413,7 @@ impl Upstream {
             lax_connector,
             own,
             map,
+            kept: Arc::default(),
         })
     }
 
@@ -464,6 +469,11 @@ fn build_client(connector: Connector) -> HttpClient {
 
 /// Find our classification in a hyper-util client error, or classify what hyper saw.
 pub fn classify_client_error(err: &hyper_util::client::legacy::Error) -> ConnectError {
+    classify_error(err)
+}
+
+/// Find our classification in an error's chain, or classify what hyper or the socket saw.
+pub fn classify_error(err: &(dyn std::error::Error + 'static)) -> ConnectError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(c) = e.downcast_ref::<ConnectError>() {

@@ -1,0 +1,289 @@
+//! A tunnel's own upstream connection. An intercepted HTTP/1.1 connection sends one call at a
+//! time, always to the host its CONNECT named: it keeps the upstream connection its first call
+//! opened and sends the next calls over it, with no shared pool to check out from and return
+//! to, and no task per call waiting for the connection to be idle again.
+//!
+//! At most [`KEPT_MAX`] connections are kept at once (idle tunnels must not hold an upstream
+//! connection each); a tunnel beyond that, an HTTP/2 client and plain-HTTP proxy requests use
+//! the shared pools.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::client::legacy::connect::Connection;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tracing::debug;
+
+use super::{classify_error, ConnectError, Upstream};
+use crate::web::body::Body;
+
+/// Upstream connections kept by tunnels, all tunnels together.
+pub const KEPT_MAX: usize = 128;
+
+/// The upstream connection of one tunnel, when it keeps one.
+#[derive(Default)]
+pub struct Kept {
+    conn: Mutex<Option<KeptConn>>,
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kept").finish_non_exhaustive()
+    }
+}
+
+struct KeptConn {
+    sender: Sender,
+    /// The clients it was made for: a reload or the skip switch retires it.
+    upstream: Arc<Upstream>,
+    strict: bool,
+    _place: Place,
+}
+
+enum Sender {
+    Http1(http1::SendRequest<Body>),
+    Http2(http2::SendRequest<Body>),
+}
+
+impl Sender {
+    fn is_ready(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_ready(),
+            Sender::Http2(s) => s.is_ready(),
+        }
+    }
+}
+
+/// One of the [`KEPT_MAX`] places, held while a connection is kept.
+struct Place(Arc<AtomicUsize>);
+
+impl Place {
+    fn take(count: &Arc<AtomicUsize>) -> Option<Place> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < KEPT_MAX).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Place(count.clone()))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Why a call sent over a kept connection failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// No place left to keep a connection: send it through the pool instead.
+    Full(Request<Body>),
+    /// The connection could not be made (classified).
+    Connect(ConnectError),
+    /// The connection failed while the call was on it.
+    Http(hyper::Error),
+}
+
+impl SendError {
+    /// The failure as the platform's network error.
+    pub fn classify(&self) -> ConnectError {
+        match self {
+            SendError::Full(_) => ConnectError::from_io(
+                &std::io::Error::other("no upstream connection"),
+                "upstream connection",
+            ),
+            SendError::Connect(e) => e.clone(),
+            SendError::Http(e) => classify_error(e),
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Full(_) => f.write_str("no upstream connection"),
+            SendError::Connect(e) => e.fmt(f),
+            SendError::Http(e) => e.fmt(f),
+        }
+    }
+}
+
+impl Kept {
+    /// Send `req` (its URI absolute) to `host:port` over the kept connection, or over a new
+    /// one that is kept from then on.
+    ///
+    /// # Errors
+    /// The connection can't be made or fails; [`SendError::Full`] gives the request back.
+    pub async fn send(
+        &self,
+        upstream: &Arc<Upstream>,
+        strict: bool,
+        host: &str,
+        port: u16,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let absolute = req.uri().clone();
+        let mut req = match self.take(upstream, strict) {
+            Some(kept) => match self.send_on(kept, req).await {
+                Ok(response) => return Ok(response),
+                // Not sent (the server closed the idle connection): on a new one.
+                Err(Unsent(req)) => *req,
+                Err(Failed(e)) => return Err(SendError::Http(e)),
+            },
+            None => req,
+        };
+        *req.uri_mut() = absolute;
+        let Some(place) = Place::take(&upstream.kept) else {
+            return Err(SendError::Full(req));
+        };
+        let sender = open(upstream, strict, host, port)
+            .await
+            .map_err(SendError::Connect)?;
+        let kept = KeptConn {
+            sender,
+            upstream: upstream.clone(),
+            strict,
+            _place: place,
+        };
+        match self.send_on(kept, req).await {
+            Ok(response) => Ok(response),
+            Err(Unsent(_)) => Err(SendError::Connect(ConnectError::upstream(
+                -324,
+                "ERR_EMPTY_RESPONSE",
+                "the server closed the new connection before the request".to_owned(),
+            ))),
+            Err(Failed(e)) => Err(SendError::Http(e)),
+        }
+    }
+
+    /// The kept connection, when it is ready and made for these clients.
+    fn take(&self, upstream: &Arc<Upstream>, strict: bool) -> Option<KeptConn> {
+        let kept = self
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        let usable = kept.strict == strict
+            && Arc::ptr_eq(&kept.upstream, upstream)
+            && kept.sender.is_ready();
+        usable.then_some(kept)
+    }
+
+    /// Send over `kept`, and keep it for the next call once the response head is in.
+    async fn send_on(
+        &self,
+        mut kept: KeptConn,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, Outcome> {
+        let sent = match &mut kept.sender {
+            Sender::Http1(s) => {
+                origin_form(req.uri_mut());
+                s.try_send_request(req).await
+            }
+            Sender::Http2(s) => {
+                *req.version_mut() = Version::HTTP_2;
+                s.try_send_request(req).await
+            }
+        };
+        match sent {
+            Ok(response) => {
+                *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(kept);
+                Ok(response)
+            }
+            Err(mut e) => match e.take_message() {
+                Some(req) => Err(Unsent(Box::new(req))),
+                None => Err(Failed(e.into_error())),
+            },
+        }
+    }
+}
+
+/// How sending over a kept connection went wrong.
+enum Outcome {
+    /// The request never left: it can go on a new connection.
+    Unsent(Box<Request<Body>>),
+    Failed(hyper::Error),
+}
+use Outcome::{Failed, Unsent};
+
+/// Dial, TLS and the HTTP handshake (HTTP/2 when the server chose it); the connection runs
+/// in its own task until its sender is dropped or the server closes it.
+async fn open(
+    upstream: &Upstream,
+    strict: bool,
+    host: &str,
+    port: u16,
+) -> Result<Sender, ConnectError> {
+    let stream = upstream
+        .connector(strict)
+        .connect_to(host, port, true)
+        .await?;
+    let h2 = stream.connected().is_negotiated_h2();
+    let io = TokioIo::new(stream);
+    let failed = |e: hyper::Error| classify_error(&e);
+    if h2 {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(failed)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        return Ok(Sender::Http2(sender));
+    }
+    let (sender, conn) = http1::Builder::new()
+        .title_case_headers(true)
+        .handshake(io)
+        .await
+        .map_err(failed)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(Sender::Http1(sender))
+}
+
+/// HTTP/1.1 requests go in origin form (`/path?query`); the Host header is the client's.
+fn origin_form(uri: &mut Uri) {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    if let Ok(origin) = Uri::from_parts(parts) {
+        *uri = origin;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However many tunnels ask, no more than `KEPT_MAX` connections are kept; a place comes
+    /// back when its connection goes.
+    #[test]
+    fn places_are_bounded_and_given_back() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let mut held: Vec<Place> = (0..KEPT_MAX)
+            .map(|i| Place::take(&count).unwrap_or_else(|| panic!("place {i}")))
+            .collect();
+        assert!(Place::take(&count).is_none(), "one more than the bound");
+        assert_eq!(count.load(Ordering::Acquire), KEPT_MAX);
+        held.pop();
+        assert!(
+            Place::take(&count).is_some(),
+            "a freed place is taken again"
+        );
+        drop(held);
+        assert_eq!(count.load(Ordering::Acquire), 0);
+    }
+}

@@ -1,0 +1,184 @@
+//! A tunnel's own upstream connection (issue #11): an HTTP/1.1 client's calls in one tunnel go
+//! over the one upstream connection the first call opened, until the server closes it, a reload
+//! changes the upstream clients, or the skip switch changes (tests/check_cert.rs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+use common::*;
+
+/// An HTTP/1.1 client inside one tunnel to `API_HOST`.
+async fn tunnel(proxy: &TestProxy) -> SendRequest<Empty<Bytes>> {
+    let tls = tls_via_tunnel(proxy, API_HOST, "").await;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// GET `path` in the tunnel: the status and the body.
+async fn get(sender: &mut SendRequest<Empty<Bytes>>, path: &str) -> (u16, String) {
+    let req = Request::get(path)
+        .header("host", API_HOST)
+        .body(Empty::new())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A proxy whose config file is reloaded on change, with two HTTP/1.1-only backends for
+/// `API_HOST`; the config maps it to the first.
+struct World {
+    proxy: TestProxy,
+    first: Backend,
+    second: Backend,
+    file: std::path::PathBuf,
+}
+
+async fn world() -> World {
+    world_trusting(true).await
+}
+
+/// As [`world`]; `trusted`: the backends' CA is the proxy's upstream trust (else another is).
+async fn world_trusting(trusted: bool) -> World {
+    init_crypto();
+    let ca = TestCa::new("kept test CA");
+    let tls = || Some(ca.server_config(&[API_HOST], &[b"http/1.1"]));
+    let (first, second) = (start_backend(tls()).await, start_backend(tls()).await);
+    let dir = tempfile::tempdir().unwrap();
+    let trust = if trusted {
+        ca.write(dir.path())
+    } else {
+        TestCa::new("another CA").write(dir.path())
+    };
+    let yaml = base_yaml(
+        dir.path(),
+        &trust,
+        &[(API_HOST, format!("127.0.0.1:{}", first.addr.port()))],
+        &one_app(),
+    );
+    let file = dir.path().join("wxsandbox.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let running = wxsandbox::start(wxsandbox::config::Config::load(&file).unwrap())
+        .await
+        .unwrap();
+    wxsandbox::reload::enable(&running.shared, file.clone(), Box::new(|_| {}));
+    let ca_pem = std::fs::read_to_string(dir.path().join("ca").join("wxsandbox-ca.pem")).unwrap();
+    World {
+        proxy: TestProxy {
+            running,
+            dir,
+            ca_pem,
+        },
+        first,
+        second,
+        file,
+    }
+}
+
+#[tokio::test]
+async fn calls_in_a_tunnel_share_its_upstream_connection_until_the_server_closes_it() {
+    let w = world().await;
+    let (proxy, backend) = (&w.proxy, &w.first);
+    let mut calls = tunnel(proxy).await;
+    for i in 0..3 {
+        assert_eq!(get(&mut calls, &format!("/kept/{i}")).await.0, 200);
+    }
+    assert_eq!(backend.count(), 3);
+    assert_eq!(backend.connection_count(), 1, "one upstream connection");
+    // The server closes it after this answer: the next call gets a new one.
+    assert_eq!(get(&mut calls, "/close").await.0, 200);
+    assert_eq!(
+        get(&mut calls, "/after-close").await,
+        (200, "ok".to_owned())
+    );
+    assert_eq!(backend.count(), 5);
+    assert_eq!(backend.connection_count(), 2);
+    // Another tunnel has its own.
+    let mut other = tunnel(proxy).await;
+    assert_eq!(get(&mut other, "/other").await.0, 200);
+    assert_eq!(backend.connection_count(), 3);
+    assert_eq!(get(&mut calls, "/first-again").await.0, 200);
+    assert_eq!(
+        backend.connection_count(),
+        3,
+        "the first tunnel kept its own"
+    );
+}
+
+/// The upstream's HTTP/2 (chosen by ALPN) carries a tunnel's calls on one connection as well.
+#[tokio::test]
+async fn an_http2_upstream_is_kept_too() {
+    let (proxy, backend, _ca) = setup(None).await;
+    let mut calls = tunnel(&proxy).await;
+    for i in 0..3 {
+        assert_eq!(get(&mut calls, &format!("/h2/{i}")).await.0, 200);
+    }
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|s| s.version == http::Version::HTTP_2));
+    assert_eq!(backend.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn a_reload_that_moves_the_host_moves_the_tunnels_calls() {
+    let w = world().await;
+    let proxy = &w.proxy;
+    let mut calls = tunnel(proxy).await;
+    assert_eq!(get(&mut calls, "/before").await.0, 200);
+    assert_eq!((w.first.count(), w.second.count()), (1, 0));
+
+    let edited = std::fs::read_to_string(&w.file).unwrap().replace(
+        &format!("127.0.0.1:{}", w.first.addr.port()),
+        &format!("127.0.0.1:{}", w.second.addr.port()),
+    );
+    std::fs::write(&w.file, edited).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            state(proxy).await["config"]["reloads"].as_u64() == Some(1)
+        })
+        .await,
+        "the edit was picked up"
+    );
+    assert_eq!(get(&mut calls, "/after").await.0, 200);
+    assert_eq!(
+        (w.first.count(), w.second.count()),
+        (1, 1),
+        "the kept connection to the old address is not used after the reload"
+    );
+}
+
+/// A connection made while the skip switch was on (no certificate check) carries no call once
+/// it is off: the tunnel's next call is checked again, on a new connection.
+#[tokio::test]
+async fn a_connection_kept_while_the_skip_switch_was_on_is_not_used_once_it_is_off() {
+    let w = world_trusting(false).await;
+    let proxy = &w.proxy;
+    set_skip(proxy, true).await;
+    let mut calls = tunnel(proxy).await;
+    assert_eq!(get(&mut calls, "/unchecked").await.0, 200);
+    set_skip(proxy, false).await;
+    let (status, body) = get(&mut calls, "/checked").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("ERR_CERT_AUTHORITY_INVALID"), "{body}");
+    assert_eq!(
+        w.first.count(),
+        1,
+        "only the call made with the switch on reached it"
+    );
+}
