@@ -26,8 +26,8 @@ use crate::proxy::call::{
 use crate::proxy::conn::{current_stream_kill, ActivityGuard};
 use crate::proxy::headers::{self, get_str, head_size};
 use crate::proxy::refuse::{self, Refused};
-use crate::proxy::{decode, shape, ws, ConnInfo, MAX_HEADER_BYTES};
-use crate::upstream::kept::SendError;
+use crate::proxy::{decode, shape, ws, ConnInfo, TunnelInfo, MAX_HEADER_BYTES};
+use crate::upstream::kept::{self, SendError};
 use crate::upstream::{classify_client_error, ConnectError, Upstream};
 use crate::web::body::{self, Body, BoxError};
 use crate::web::certpage;
@@ -66,7 +66,12 @@ async fn run(
     target: &Target,
     busy: ActivityGuard,
 ) -> Result<Response<Body>, Box<Refused>> {
-    let Ok(uri) = target.upstream_uri() else {
+    // A WebSocket goes through the upgrade pool, which dials what the URI names.
+    let uri = if keeps(conn, a.version).is_some() && !a.websocket {
+        kept::origin_form(&a.head.uri)
+    } else if let Ok(uri) = target.upstream_uri() {
+        uri
+    } else {
         let refusal = Refusal::hint_mismatch(a.api, &a.url, "a URL that can't be forwarded");
         return Err(a.refused(refusal));
     };
@@ -194,6 +199,11 @@ async fn send_upstream(
     }
 }
 
+/// The tunnel whose kept connection carries the call: an HTTP/1.1 client's, in a tunnel.
+fn keeps(conn: &ConnInfo, version: Version) -> Option<&TunnelInfo> {
+    conn.tunnel.as_ref().filter(|_| version != Version::HTTP_2)
+}
+
 /// An HTTP/1.1 client's call in a tunnel goes over the tunnel's kept upstream connection;
 /// the others (HTTP/2 clients, plain-HTTP proxy requests, no place to keep one) through the
 /// shared pool. A failure comes classified, with its own words.
@@ -204,8 +214,8 @@ async fn send(
     version: Version,
     req: Request<Body>,
 ) -> Result<Response<Incoming>, (ConnectError, String)> {
-    let req = match &conn.tunnel {
-        Some(tunnel) if version != Version::HTTP_2 => {
+    let req = match keeps(conn, version) {
+        Some(tunnel) => {
             match conn
                 .kept
                 .send(upstream, strict, &tunnel.host, tunnel.port, req)
@@ -216,7 +226,7 @@ async fn send(
                 Err(e) => return Err((e.classify(), e.to_string())),
             }
         }
-        _ => req,
+        None => req,
     };
     let client = upstream.client(strict, false);
     client

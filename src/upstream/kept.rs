@@ -40,6 +40,8 @@ struct KeptConn {
     /// The clients it was made for: a reload or the skip switch retires it.
     upstream: Arc<Upstream>,
     strict: bool,
+    /// Where it goes: HTTP/2 requests name it.
+    authority: (String, u16),
     _place: Place,
 }
 
@@ -113,8 +115,8 @@ impl std::fmt::Display for SendError {
 }
 
 impl Kept {
-    /// Send `req` (its URI absolute) to `host:port` over the kept connection, or over a new
-    /// one that is kept from then on.
+    /// Send `req` (its URI in origin form, `/path?query`) to `https://host:port` over the kept
+    /// connection, or over a new one that is kept from then on.
     ///
     /// # Errors
     /// The connection can't be made or fails; [`SendError::Full`] gives the request back.
@@ -126,8 +128,8 @@ impl Kept {
         port: u16,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
-        let absolute = req.uri().clone();
-        let mut req = match self.take(upstream, strict) {
+        let origin = req.uri().clone();
+        let req = match self.take(upstream, strict, host, port) {
             Some(kept) => match self.send_on(kept, req).await {
                 Ok(response) => return Ok(response),
                 // Not sent (the server closed the idle connection): on a new one.
@@ -136,8 +138,10 @@ impl Kept {
             },
             None => req,
         };
-        *req.uri_mut() = absolute;
         let Some(place) = Place::take(&upstream.kept) else {
+            // The shared pool dials what the URI names.
+            let mut req = req;
+            *req.uri_mut() = absolute(host, port, &origin);
             return Err(SendError::Full(req));
         };
         let sender = open(upstream, strict, host, port)
@@ -147,6 +151,7 @@ impl Kept {
             sender,
             upstream: upstream.clone(),
             strict,
+            authority: (host.to_owned(), port),
             _place: place,
         };
         match self.send_on(kept, req).await {
@@ -161,7 +166,13 @@ impl Kept {
     }
 
     /// The kept connection, when it is ready and made for these clients.
-    fn take(&self, upstream: &Arc<Upstream>, strict: bool) -> Option<KeptConn> {
+    fn take(
+        &self,
+        upstream: &Arc<Upstream>,
+        strict: bool,
+        host: &str,
+        port: u16,
+    ) -> Option<KeptConn> {
         let kept = self
             .conn
             .lock()
@@ -169,6 +180,8 @@ impl Kept {
             .take()?;
         let usable = kept.strict == strict
             && Arc::ptr_eq(&kept.upstream, upstream)
+            && kept.authority.0 == host
+            && kept.authority.1 == port
             && kept.sender.is_ready();
         usable.then_some(kept)
     }
@@ -180,11 +193,10 @@ impl Kept {
         mut req: Request<Body>,
     ) -> Result<Response<Incoming>, Outcome> {
         let sent = match &mut kept.sender {
-            Sender::Http1(s) => {
-                origin_form(req.uri_mut());
-                s.try_send_request(req).await
-            }
+            Sender::Http1(s) => s.try_send_request(req).await,
             Sender::Http2(s) => {
+                let (host, port) = &kept.authority;
+                *req.uri_mut() = absolute(host, *port, req.uri());
                 *req.version_mut() = Version::HTTP_2;
                 s.try_send_request(req).await
             }
@@ -195,7 +207,11 @@ impl Kept {
                 Ok(response)
             }
             Err(mut e) => match e.take_message() {
-                Some(req) => Err(Unsent(Box::new(req))),
+                Some(mut req) => {
+                    // Back in origin form (HTTP/2 made it absolute), for a new connection.
+                    *req.uri_mut() = origin_form(req.uri());
+                    Err(Unsent(Box::new(req)))
+                }
                 None => Err(Failed(e.into_error())),
             },
         }
@@ -251,17 +267,25 @@ async fn open(
     Ok(Sender::Http1(sender))
 }
 
-/// HTTP/1.1 requests go in origin form (`/path?query`); the Host header is the client's.
-fn origin_form(uri: &mut Uri) {
+/// `https://host:port/path?query`, for HTTP/2 and the shared pool.
+fn absolute(host: &str, port: u16, origin: &Uri) -> Uri {
+    let path = origin.path_and_query().map_or("/", |p| p.as_str());
+    Uri::try_from(format!("https://{host}:{port}{path}")).unwrap_or_else(|_| origin.clone())
+}
+
+/// `uri` in origin form (`/path?query`), as HTTP/1.1 requests go; the Host header is the
+/// client's. An origin-form URI (what HTTP/1.1 clients send in a tunnel) is kept as it is.
+pub fn origin_form(uri: &Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return uri.clone();
+    }
     let mut parts = http::uri::Parts::default();
     parts.path_and_query = Some(
         uri.path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
     );
-    if let Ok(origin) = Uri::from_parts(parts) {
-        *uri = origin;
-    }
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 #[cfg(test)]
