@@ -20,6 +20,8 @@ use tokio::sync::broadcast;
 pub const DEFAULT_CAPACITY: usize = 10_000;
 /// Bytes the ring's entries may take, by [`Entry::size`].
 pub const DEFAULT_BYTE_BUDGET: usize = 32 * 1024 * 1024;
+/// A recycled entry's buffer larger than this is dropped rather than kept for the next record.
+const REFILL_MAX_BYTES: usize = 16 * 1024;
 /// Longest URL kept; longer ones are clipped with a marker.
 pub const MAX_URL_BYTES: usize = 2048;
 /// Longest header value kept.
@@ -110,7 +112,7 @@ pub struct Record {
 /// [`MAX_HEADER_VALUE_BYTES`], credentials redacted, at most [`MAX_HEADERS`] then one marker
 /// pair. One allocation a side, no `HeaderMap` kept (its values may pin hyper's read buffers).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Box<[u8]>);
+pub struct Headers(Vec<u8>);
 
 impl Headers {
     /// Capture `map` as kept.
@@ -147,7 +149,14 @@ impl Headers {
             );
             buf.push(b'\n');
         }
-        Headers(buf.into_boxed_slice())
+        Headers(buf)
+    }
+
+    /// Take `from`'s pairs in place of these, in this buffer (no allocation when it is large
+    /// enough: the ring writes each record into the memory of the one it evicted).
+    fn refill(&mut self, from: &Headers) {
+        self.0.clear();
+        self.0.extend_from_slice(&from.0);
     }
 
     /// The (name, value) pairs as kept, raw bytes.
@@ -169,9 +178,9 @@ impl Headers {
         self.0.is_empty()
     }
 
-    /// Bytes held.
+    /// Bytes held (the buffer's room, used or not).
     pub fn bytes(&self) -> usize {
-        self.0.len()
+        self.0.capacity()
     }
 
     /// The value kept for `name` (lower-case), as text.
@@ -239,7 +248,8 @@ pub struct Entry {
     pub client: IpAddr,
     pub api: &'static str,
     pub method: Cow<'static, str>,
-    pub url: Arc<str>,
+    /// Owned (a copy of the call's): the ring reuses its buffer for a later record.
+    pub url: String,
     pub outcome: Outcome,
     pub status: Option<u16>,
     pub errno: Option<i64>,
@@ -263,37 +273,89 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The compact form of a record; the record's header maps are dropped here.
+    /// The compact form of a record.
     pub fn from_record(record: Record) -> Entry {
         let mut entry = Entry {
-            id: record.id,
+            id: 0,
             ts: record.ts,
-            appid: record.appid.map(|a| keep_shared(a, MAX_SHORT_BYTES)),
+            appid: None,
             client: record.client,
-            api: record.api,
-            method: match record.method {
-                Cow::Owned(m) => Cow::Owned(keep(m, MAX_SHORT_BYTES).into()),
-                standard => standard,
-            },
-            url: keep_shared(record.url, MAX_URL_BYTES),
+            api: "",
+            method: Cow::Borrowed(""),
+            url: String::new(),
             outcome: record.outcome,
-            status: record.status,
-            errno: record.errno,
-            errmsg: record.errmsg.map(|m| keep(m, MAX_TEXT_BYTES)),
-            rule: record.rule,
-            detail: record.detail.map(|d| keep(d, MAX_TEXT_BYTES)),
-            queue_ms: record.queue_ms,
-            duration_ms: record.duration_ms,
-            bytes_up: record.bytes_up,
-            bytes_down: record.bytes_down,
-            network: record.network.map(|n| keep_shared(n, MAX_SHORT_BYTES)),
-            request_headers: record.request_headers,
-            response_headers: record.response_headers,
-            http_version: record.http_version,
+            status: None,
+            errno: None,
+            errmsg: None,
+            rule: None,
+            detail: None,
+            queue_ms: 0,
+            duration_ms: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            network: None,
+            request_headers: Headers::default(),
+            response_headers: Headers::default(),
+            http_version: "",
             size: 0,
         };
-        entry.size = entry.measure();
+        entry.refill(record);
         entry
+    }
+
+    /// Make this entry the compact form of `record`, in its own buffers. Records live long in
+    /// the ring, so the memory an evicted one leaves is cold: handed back to the allocator, the
+    /// next calls' short-lived allocations would land on it. The ring writes the next record
+    /// into it instead.
+    fn refill(&mut self, record: Record) {
+        self.fill_text(
+            &record.url,
+            &record.request_headers,
+            &record.response_headers,
+        );
+        self.id = record.id;
+        self.ts = record.ts;
+        self.appid = record.appid.map(|a| keep_shared(a, MAX_SHORT_BYTES));
+        self.client = record.client;
+        self.api = record.api;
+        self.method = match record.method {
+            Cow::Owned(m) => Cow::Owned(keep(m, MAX_SHORT_BYTES).into()),
+            standard => standard,
+        };
+        self.outcome = record.outcome;
+        self.status = record.status;
+        self.errno = record.errno;
+        self.errmsg = record.errmsg.map(|m| keep(m, MAX_TEXT_BYTES));
+        self.rule = record.rule;
+        self.detail = record.detail.map(|d| keep(d, MAX_TEXT_BYTES));
+        self.queue_ms = record.queue_ms;
+        self.duration_ms = record.duration_ms;
+        self.bytes_up = record.bytes_up;
+        self.bytes_down = record.bytes_down;
+        self.network = record.network.map(|n| keep_shared(n, MAX_SHORT_BYTES));
+        self.http_version = record.http_version;
+        self.size = self.measure();
+    }
+
+    /// The URL (clipped) and headers, copied into this entry's buffers.
+    fn fill_text(&mut self, url: &str, request: &Headers, response: &Headers) {
+        // A buffer grown by an unusual record is not kept at that size for the usual ones.
+        for buffer in [&mut self.request_headers.0, &mut self.response_headers.0] {
+            if buffer.capacity() > REFILL_MAX_BYTES {
+                *buffer = Vec::new();
+            }
+        }
+        if self.url.capacity() > REFILL_MAX_BYTES {
+            self.url = String::new();
+        }
+        self.url.clear();
+        if url.len() <= MAX_URL_BYTES {
+            self.url.push_str(url);
+        } else {
+            self.url.push_str(&clip(url, MAX_URL_BYTES));
+        }
+        self.request_headers.refill(request);
+        self.response_headers.refill(response);
     }
 
     /// Bytes this entry holds: the struct, its `Arc`, its strings and header slices.
@@ -310,7 +372,7 @@ impl Entry {
             + 2 * std::mem::size_of::<usize>()
             + shared(&self.appid)
             + self.method.len()
-            + self.url.len()
+            + self.url.capacity()
             + opt(&self.errmsg)
             + opt(&self.detail)
             + shared(&self.network)
@@ -498,6 +560,8 @@ struct Ring {
     entries: VecDeque<Arc<Entry>>,
     /// Sum of the entries' [`Entry::size`].
     bytes: usize,
+    /// An evicted entry nobody else holds, for the next record to be written into.
+    spare: Option<Arc<Entry>>,
 }
 
 /// The bounded ring and its live feed.
@@ -525,6 +589,7 @@ impl CallLog {
             ring: Mutex::new(Ring {
                 entries: VecDeque::with_capacity(capacity.min(1024)),
                 bytes: 0,
+                spare: None,
             }),
             capacity,
             byte_budget,
@@ -544,7 +609,22 @@ impl CallLog {
     pub fn push(&self, record: Record) {
         self.tally
             .add(record.api, record.outcome, record.rule, record.duration_ms);
-        let entry = Arc::new(Entry::from_record(record));
+        let spare = self
+            .ring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .spare
+            .take();
+        let entry = match spare {
+            Some(mut spare) => match Arc::get_mut(&mut spare) {
+                Some(entry) => {
+                    entry.refill(record);
+                    spare
+                }
+                None => Arc::new(Entry::from_record(record)),
+            },
+            None => Arc::new(Entry::from_record(record)),
+        };
         // No subscriber is not an error: nobody is watching the live feed.
         if self.feed.receiver_count() > 0 {
             if let Ok(json) = serde_json::to_vec(&*entry) {
@@ -561,7 +641,11 @@ impl CallLog {
                     break;
                 };
                 ring.bytes -= old.size;
-                evicted.push(old);
+                if ring.spare.is_none() && Arc::strong_count(&old) == 1 {
+                    ring.spare = Some(old);
+                } else {
+                    evicted.push(old);
+                }
             }
         }
         // Freed here, outside the lock (or later, by a reader still holding them).
@@ -663,6 +747,45 @@ mod tests {
             response_headers: Headers::default(),
             http_version: "HTTP/1.1",
         }
+    }
+
+    /// An evicted entry nobody holds is written over by a later record (its memory recycled),
+    /// with that record's own values; one a reader still holds is never touched.
+    #[test]
+    fn the_ring_recycles_only_entries_nobody_holds() {
+        let log = CallLog::new(1);
+        log.push(record(&log, 10, 10, 1));
+        let held = log.latest(1).remove(0);
+        let held_url = held.url.clone();
+        let second = record(&log, 20, 5, 2);
+        let second_id = second.id;
+        log.push(second);
+        let recyclable = Arc::as_ptr(&log.latest(1)[0]);
+        // Evicts the second (nobody holds it): it becomes the spare.
+        log.push(record(&log, 30, 5, 0));
+        let mut fourth = record(&log, 40, 100, 3);
+        fourth.outcome = Outcome::Ok;
+        fourth.errmsg = None;
+        let (fourth_id, fourth_url) = (fourth.id, fourth.url.to_string());
+        log.push(fourth);
+        let newest = log.latest(1).remove(0);
+        assert_eq!(
+            Arc::as_ptr(&newest),
+            recyclable,
+            "written into the evicted entry"
+        );
+        assert_ne!(second_id, fourth_id);
+        assert_eq!(newest.id, fourth_id);
+        assert_eq!(newest.url, fourth_url);
+        assert_eq!(newest.outcome, Outcome::Ok);
+        assert!(newest.errmsg.is_none());
+        assert_eq!(newest.request_headers.len(), 5);
+        assert_eq!(newest.request_headers.get("x-big").unwrap().len(), 100);
+        assert_eq!(newest.size(), newest.measure());
+        // The first, held all along, is as it was.
+        assert_eq!(held.url, held_url);
+        assert_eq!(held.request_headers.len(), 3);
+        assert_eq!(log.usage().0, 1);
     }
 
     #[test]
