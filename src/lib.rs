@@ -17,13 +17,16 @@
 //!   (`shape`), response decoding (`decode`), header hygiene (`headers`), peeked bytes
 //!   (`rewind`).
 //! - [`upstream`]: the upstream clients and connectors (DNS, `upstream.map`, the proxy's own
-//!   sockets refused, TLS with the audit), swapped whole on reload.
+//!   sockets refused, TLS with the audit), swapped whole on reload; a tunnel's own kept
+//!   upstream connection (`kept`).
 //! - [`web`]: HTTP plumbing below proxy and control: the body type, answers and refusal pages,
 //!   the CA page (`http://wxsandbox.cert/`).
 //! - [`control`]: the control API, dashboard, config endpoints and CA download on
 //!   `control.listen`; it sees the proxy through a narrow [`control::Handle`].
-//! - [`instances`]: app instances (appid, client IP): slots, queue, background phase.
-//! - [`calllog`]: the call log ring (bounded in count and bytes), live feed and counters.
+//! - [`instances`]: app instances (appid, client IP): slots, queue, background phase, network;
+//!   what calls in flight wait for to be cut (`cuts`).
+//! - [`calllog`]: the call log ring (bounded in count and bytes, each record written into the
+//!   memory of the one it evicts), live feed and counters.
 //! - [`state`]: what connections and the control API share (config and upstream, swapped
 //!   whole on reload; switches; CA; log; instances).
 //! - [`reload`]: config edits without a restart (file watch, SIGHUP, endpoint).

@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::calllog::{Headers, Outcome, Record};
-use crate::instances::{Instance, NetCut};
+use crate::instances::{CallCut, CutBy, Instance, NetCut};
 use crate::policy::{Api, Refusal};
 use crate::proxy::conn::ActivityGuard;
 use crate::state::Shared;
@@ -250,42 +250,32 @@ pub(crate) fn net_refusal(cut: NetCut, api: Api, url: &str) -> Refusal {
 /// watchdog.
 pub(crate) struct Clock {
     deadline: Pin<Box<Sleep>>,
-    cut: BoxedCut<()>,
-    net: BoxedCut<NetCut>,
+    cut: Option<CallCut>,
 }
-
-type BoxedCut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl Clock {
     /// `instance`: whose background and network cuts end the call; `None` for a call they
     /// don't cut (a CORS preflight).
     pub fn new(deadline: Instant, instance: Option<Arc<Instance>>) -> Self {
-        let (cut, net): (BoxedCut<()>, BoxedCut<NetCut>) = match instance {
-            Some(instance) => (
-                Box::pin({
-                    let instance = instance.clone();
-                    async move { instance.cut().await }
-                }),
-                Box::pin(instance.net_cut()),
-            ),
-            None => (
-                Box::pin(std::future::pending()),
-                Box::pin(std::future::pending()),
-            ),
-        };
         Clock {
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            cut,
-            net,
+            cut: instance.map(|i| i.call_cut()),
         }
     }
 
     /// Run `fut` unless the call is cut or times out first.
     pub async fn race<F: Future>(&mut self, fut: F) -> Result<F::Output, Cut> {
+        let cut = &mut self.cut;
+        let cut = std::future::poll_fn(|cx| match cut {
+            Some(cut) => Pin::new(cut).poll(cx),
+            None => Poll::Pending,
+        });
         tokio::select! {
             biased;
-            () = &mut self.cut => Err(Cut::Interrupted),
-            net = &mut self.net => Err(net.into()),
+            by = cut => Err(match by {
+                CutBy::Background => Cut::Interrupted,
+                CutBy::Network(net) => net.into(),
+            }),
             () = &mut self.deadline => Err(Cut::Timeout),
             out = fut => Ok(out),
         }

@@ -16,8 +16,11 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::{Config, Limits, NetworkConfig, Overflow};
+
+mod cuts;
 use crate::policy::network::{splitmix64, Bucket, Profile};
 use crate::policy::SlidingWindow;
+pub use cuts::{CallCut, CutBy};
 
 /// An instance's network: its profile, and the token buckets (down, up) all its calls share.
 #[derive(Debug)]
@@ -141,6 +144,8 @@ pub struct Instance {
     tcp_created: Mutex<SlidingWindow>,
     link: Mutex<Arc<Link>>,
     net: watch::Sender<NetSignal>,
+    /// What calls in flight wait for (see [`cuts`]).
+    cuts: cuts::Cuts,
 }
 
 /// Holds a slot until dropped; the queue count is released even when a waiting call is cancelled.
@@ -173,6 +178,7 @@ impl Instance {
             socket_tasks: AtomicU64::new(0),
             born: Instant::now(),
             tcp_created: Mutex::new(SlidingWindow::default()),
+            cuts: cuts::Cuts::default(),
         }
     }
 
@@ -242,6 +248,12 @@ impl Instance {
             })
     }
 
+    /// Resolves when a call in flight now is to be cut: by the background cut or the network
+    /// (what [`Instance::cut`] and [`Instance::net_cut`] say, for calls that wait often).
+    pub fn call_cut(self: &Arc<Self>) -> CallCut {
+        CallCut::new(self.clone())
+    }
+
     /// Resolves when the instance's in-flight calls are to be cut (background grace elapsed).
     pub async fn cut(&self) {
         let mut rx = self.phase.subscribe();
@@ -261,16 +273,20 @@ impl Instance {
     pub fn set_link(&self, link: Link) {
         let offline = link.profile.offline;
         *self.link.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(link);
-        self.net.send_if_modified(|s| {
+        let changed = self.net.send_if_modified(|s| {
             let changed = s.offline != offline;
             s.offline = offline;
             changed
         });
+        if changed {
+            self.cuts.network();
+        }
     }
 
     /// A network change: every call in flight and every socket is cut; later calls pass.
     pub fn network_change(&self) {
         self.net.send_modify(|s| s.changes += 1);
+        self.cuts.network();
     }
 
     /// Resolves when the network cuts calls that are in flight now: a network change after
@@ -326,6 +342,7 @@ impl Instance {
                 && this.phase() == Phase::Background
             {
                 this.phase.send_replace(Phase::Cut);
+                this.cuts.background();
             }
         });
     }
