@@ -312,12 +312,7 @@ impl<'c> Arrived<'c> {
         if let Some(admitted) = self.webview(conn, target, app)? {
             return Ok(admitted);
         }
-        // The URL is parsed once, here (a tunnel's at its CONNECT), for the API's detection
-        // and rules 1-4.
-        let parsed = match &self.hint {
-            Some(hint) => policy::parse_url(hint),
-            None => target.parsed_url(self.websocket),
-        };
+        let parsed = self.parsed_url(target);
         let api = detect(&self.req, app, parsed.as_ref(), self.websocket);
         self.meta.api = api.as_str();
         if let Some(hint) = &self.hint {
@@ -351,6 +346,15 @@ impl<'c> Arrived<'c> {
             return Err(Refusal::background(api, &self.url));
         }
         Ok((app, api, instance))
+    }
+
+    /// The URL as judged, parsed once, here (a tunnel's at its CONNECT), for the API's
+    /// detection and rules 1-4.
+    fn parsed_url(&self, target: &Target) -> Option<CallUrl> {
+        match &self.hint {
+            Some(hint) => policy::parse_url(hint),
+            None => target.parsed_url(self.websocket),
+        }
     }
 
     /// Web-view traffic: a navigation is judged by the business domains (and answered with a

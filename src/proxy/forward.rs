@@ -66,15 +66,7 @@ async fn run(
     target: &Target,
     busy: ActivityGuard,
 ) -> Result<Response<Body>, Box<Refused>> {
-    // A WebSocket goes through the upgrade pool, which dials what the URI names.
-    let uri = if keeps(conn, a.version).is_some() && !a.websocket {
-        kept::origin_form(&a.head.uri)
-    } else if let Ok(uri) = target.upstream_uri() {
-        uri
-    } else {
-        let refusal = Refusal::hint_mismatch(a.api, &a.url, "a URL that can't be forwarded");
-        return Err(a.refused(refusal));
-    };
+    let uri = upstream_uri(&mut a, conn, target)?;
     let strict = !conn.shared.skip_domain_check();
     let plan = Plan::of(&a);
     prepare_upstream_request(&mut a.head, a.app, uri, a.websocket);
@@ -121,6 +113,22 @@ async fn run(
         activity: busy,
     };
     Ok(deliver(live, response, &link, clock, cut))
+}
+
+/// The URI the upstream request carries: origin form over a tunnel's kept connection, else
+/// absolute (the pools dial what it names; a WebSocket goes through the upgrade pool).
+fn upstream_uri(
+    a: &mut Admitted<'_>,
+    conn: &ConnInfo,
+    target: &Target,
+) -> Result<Uri, Box<Refused>> {
+    if keeps(conn, a.version).is_some() && !a.websocket {
+        return Ok(kept::origin_form(&a.head.uri));
+    }
+    target.upstream_uri().map_err(|_| {
+        let refusal = Refusal::hint_mismatch(a.api, &a.url, "a URL that can't be forwarded");
+        a.refused(refusal)
+    })
 }
 
 /// What the request asks of the later stages, read before its head is rewritten.
