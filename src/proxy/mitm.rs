@@ -49,6 +49,9 @@ where
     let mut builder = auto::Builder::new(StreamExecutor);
     builder
         .http1()
+        // A response's header names reach the client as the server wrote them (a mini program
+        // reads `res.header` by name, as production gives it); hyper lower-cases them.
+        .preserve_header_case(true)
         .title_case_headers(true)
         .max_buf_size(HYPER_HEADER_BUFFER)
         .timer(TokioTimer::new())

@@ -178,6 +178,7 @@ async fn serve_connection(
     let service_conn = conn.clone();
     let service = service_fn(move |req| connect::outer(req, service_conn.clone()));
     let connection = http1::Builder::new()
+        .preserve_header_case(true)
         .title_case_headers(true)
         .max_buf_size(HYPER_HEADER_BUFFER)
         .timer(TokioTimer::new())

@@ -255,6 +255,7 @@ async fn open(
         return Ok(Sender::Http2(sender));
     }
     let (sender, conn) = http1::Builder::new()
+        .preserve_header_case(true)
         .title_case_headers(true)
         .handshake(io)
         .await

@@ -463,6 +463,7 @@ fn build_client(connector: Connector) -> HttpClient {
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
+        .http1_preserve_header_case(true)
         .http1_title_case_headers(true)
         .build(connector)
 }
