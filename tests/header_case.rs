@@ -1,6 +1,7 @@
 //! Header names keep their case both ways over HTTP/1.1: a mini program reads `res.header` by
 //! name, so through the proxy it must see the server's own spelling, as in production; and the
-//! server sees the request's names as the client wrote them.
+//! server sees the request's names as the client wrote them. The Host it sees is the one the
+//! call was judged for, whatever the client wrote.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -78,9 +79,10 @@ async fn header_names_keep_their_case_both_ways() {
     );
     let proxy = start_proxy_yaml(yaml, dir, &ca).await;
     let mut tls = tls_via_tunnel(&proxy, API_HOST, "").await;
-    for i in 0..2 {
+    // The second call names another host: the server still hears the one the call was judged for.
+    for (i, host) in [API_HOST, "unlisted.example.org"].into_iter().enumerate() {
         let request = format!(
-            "GET /case/{i} HTTP/1.1\r\nHost: {API_HOST}\r\nX-Client-CASE: v\r\naccept: */*\r\n\r\n"
+            "GET /case/{i} HTTP/1.1\r\nHost: {host}\r\nX-Client-CASE: v\r\naccept: */*\r\n\r\n"
         );
         tls.write_all(request.as_bytes()).await.unwrap();
         let head = read_head(&mut tls).await;
@@ -96,5 +98,10 @@ async fn header_names_keep_their_case_both_ways() {
     for head in &heads {
         assert!(head.contains("\r\nX-Client-CASE: v\r\n"), "{head}");
         assert!(head.contains("\r\naccept: */*\r\n"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("\r\nhost: {API_HOST}\r\n")),
+            "{head}"
+        );
     }
 }

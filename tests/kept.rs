@@ -74,17 +74,8 @@ async fn world_trusting(trusted: bool) -> World {
     );
     let file = dir.path().join("wxsandbox.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let running = wxsandbox::start(wxsandbox::config::Config::load(&file).unwrap())
-        .await
-        .unwrap();
-    wxsandbox::reload::enable(&running.shared, file.clone(), Box::new(|_| {}));
-    let ca_pem = std::fs::read_to_string(dir.path().join("ca").join("wxsandbox-ca.pem")).unwrap();
     World {
-        proxy: TestProxy {
-            running,
-            dir,
-            ca_pem,
-        },
+        proxy: start_reloadable(&file, dir).await,
         first,
         second,
         file,

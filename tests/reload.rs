@@ -37,16 +37,8 @@ async fn world(listed: &str) -> World {
     );
     let file = dir.path().join("wxsandbox.yaml");
     std::fs::write(&file, format!("{head}{}", apps(listed))).unwrap();
-    let config = wxsandbox::config::Config::load(&file).unwrap();
-    let running = wxsandbox::start(config).await.unwrap();
-    wxsandbox::reload::enable(&running.shared, file.clone(), Box::new(|_| {}));
-    let ca_pem = std::fs::read_to_string(dir.path().join("ca").join("wxsandbox-ca.pem")).unwrap();
     World {
-        proxy: TestProxy {
-            running,
-            dir,
-            ca_pem,
-        },
+        proxy: start_reloadable(&file, dir).await,
         _backend: backend,
         file,
         head,

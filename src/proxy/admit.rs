@@ -146,6 +146,16 @@ impl Target {
         ))
     }
 
+    /// `host[:port]` as a Host header names it (the port when it is not the scheme's).
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        if self.port == default {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
     /// The absolute URI the upstream client dials.
     pub fn upstream_uri(&self) -> Result<Uri, http::Error> {
         let scheme = if self.tls { "https" } else { "http" };

@@ -9,7 +9,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use http::header::REFERER;
+use http::header::{HOST, REFERER};
+use http::HeaderValue;
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
@@ -69,7 +70,7 @@ async fn run(
     let uri = upstream_uri(&mut a, conn, target)?;
     let strict = !conn.shared.skip_domain_check();
     let plan = Plan::of(&a);
-    prepare_upstream_request(&mut a.head, a.app, uri, a.websocket);
+    prepare_upstream_request(&mut a.head, a.app, uri, target, a.websocket);
     if a.link.profile.offline {
         let refusal = Refusal::offline(a.api, &a.url);
         return Err(a.refused(refusal));
@@ -326,6 +327,7 @@ fn prepare_upstream_request(
     head: &mut http::request::Parts,
     app: &AppConfig,
     uri: Uri,
+    target: &Target,
     websocket: bool,
 ) {
     let from_h2 = head.version == Version::HTTP_2;
@@ -340,4 +342,9 @@ fn prepare_upstream_request(
     // hyper answers the client's `Expect: 100-continue` itself when the body is first read.
     h.remove(http::header::EXPECT);
     h.insert(REFERER, app.referer.clone());
+    // The host the call was judged for, not the one the client wrote: a shared server (a CDN)
+    // picks its site by Host, so a client's own would take the call to a host no list allows.
+    if let Ok(host) = HeaderValue::try_from(target.authority()) {
+        h.insert(HOST, host);
+    }
 }

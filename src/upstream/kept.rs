@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use http::uri::Authority;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -40,8 +41,8 @@ struct KeptConn {
     /// The clients it was made for: a reload or the skip switch retires it.
     upstream: Arc<Upstream>,
     strict: bool,
-    /// Where it goes: HTTP/2 requests name it.
-    authority: (String, u16),
+    /// Where it goes (parsed once): HTTP/2 requests name it.
+    authority: Authority,
     _place: Place,
 }
 
@@ -141,7 +142,7 @@ impl Kept {
         let Some(place) = Place::take(&upstream.kept) else {
             // The shared pool dials what the URI names.
             let mut req = req;
-            *req.uri_mut() = absolute(host, port, &origin);
+            *req.uri_mut() = absolute(&authority(host, port), &origin);
             return Err(SendError::Full(req));
         };
         let sender = open(upstream, strict, host, port)
@@ -151,7 +152,7 @@ impl Kept {
             sender,
             upstream: upstream.clone(),
             strict,
-            authority: (host.to_owned(), port),
+            authority: authority(host, port),
             _place: place,
         };
         match self.send_on(kept, req).await {
@@ -180,8 +181,8 @@ impl Kept {
             .take()?;
         let usable = kept.strict == strict
             && Arc::ptr_eq(&kept.upstream, upstream)
-            && kept.authority.0 == host
-            && kept.authority.1 == port
+            && kept.authority.host() == host
+            && kept.authority.port_u16() == Some(port)
             && kept.sender.is_ready();
         usable.then_some(kept)
     }
@@ -195,8 +196,7 @@ impl Kept {
         let sent = match &mut kept.sender {
             Sender::Http1(s) => s.try_send_request(req).await,
             Sender::Http2(s) => {
-                let (host, port) = &kept.authority;
-                *req.uri_mut() = absolute(host, *port, req.uri());
+                *req.uri_mut() = absolute(&kept.authority, req.uri());
                 *req.version_mut() = Version::HTTP_2;
                 s.try_send_request(req).await
             }
@@ -247,11 +247,7 @@ async fn open(
             .handshake(io)
             .await
             .map_err(failed)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "upstream HTTP/2 connection ended");
-            }
-        });
+        run(conn);
         return Ok(Sender::Http2(sender));
     }
     let (sender, conn) = http1::Builder::new()
@@ -260,18 +256,40 @@ async fn open(
         .handshake(io)
         .await
         .map_err(failed)?;
+    run(conn);
+    Ok(Sender::Http1(sender))
+}
+
+/// Run an upstream connection in its own task until its sender is dropped or the server ends it.
+fn run<C>(conn: C)
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             debug!(error = %e, "upstream connection ended");
         }
     });
-    Ok(Sender::Http1(sender))
 }
 
-/// `https://host:port/path?query`, for HTTP/2 and the shared pool.
-fn absolute(host: &str, port: u16, origin: &Uri) -> Uri {
-    let path = origin.path_and_query().map_or("/", |p| p.as_str());
-    Uri::try_from(format!("https://{host}:{port}{path}")).unwrap_or_else(|_| origin.clone())
+/// `host:port` as a URI names it.
+fn authority(host: &str, port: u16) -> Authority {
+    Authority::try_from(format!("{host}:{port}"))
+        .unwrap_or_else(|_| Authority::from_static("invalid"))
+}
+
+/// `https://host:port/path?query`, for HTTP/2 and the shared pool (no text made or parsed).
+fn absolute(authority: &Authority, origin: &Uri) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTPS);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(
+        origin
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).unwrap_or_else(|_| origin.clone())
 }
 
 /// `uri` in origin form (`/path?query`), as HTTP/1.1 requests go; the Host header is the

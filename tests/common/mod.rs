@@ -444,6 +444,20 @@ pub fn one_app() -> String {
     )
 }
 
+/// A proxy started from the config file `file` (in `dir`, which holds its CA), reloaded when
+/// the file changes.
+pub async fn start_reloadable(file: &std::path::Path, dir: tempfile::TempDir) -> TestProxy {
+    let config = Config::load(file).unwrap_or_else(|e| panic!("test config: {e}"));
+    let running = wxsandbox::start(config).await.unwrap();
+    wxsandbox::reload::enable(&running.shared, file.to_owned(), Box::new(|_| {}));
+    let ca_pem = std::fs::read_to_string(dir.path().join("ca").join("wxsandbox-ca.pem")).unwrap();
+    TestProxy {
+        running,
+        dir,
+        ca_pem,
+    }
+}
+
 pub async fn start_proxy_yaml(yaml: String, dir: tempfile::TempDir, ca: &TestCa) -> TestProxy {
     init_crypto();
     let config = Config::from_yaml_str(&yaml, "test.yaml")
