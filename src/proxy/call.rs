@@ -264,21 +264,12 @@ impl Clock {
     }
 
     /// Run `fut` unless the call is cut or times out first.
-    pub async fn race<F: Future>(&mut self, fut: F) -> Result<F::Output, Cut> {
-        let cut = &mut self.cut;
-        let cut = std::future::poll_fn(|cx| match cut {
-            Some(cut) => Pin::new(cut).poll(cx),
-            None => Poll::Pending,
-        });
-        tokio::select! {
-            biased;
-            by = cut => Err(match by {
-                CutBy::Background => Cut::Interrupted,
-                CutBy::Network(net) => net.into(),
-            }),
-            () = &mut self.deadline => Err(Cut::Timeout),
-            out = fut => Ok(out),
-        }
+    ///
+    /// A plain future rather than an `async fn` around `select!`: that form stored `fut` twice
+    /// (its argument and the macro's copy), and every call moved the doubled state through each
+    /// stage that awaits it.
+    pub fn race<F: Future>(&mut self, fut: F) -> Race<'_, F> {
+        Race { clock: self, fut }
     }
 
     /// Resolves when the call is to be cut.
@@ -287,6 +278,36 @@ impl Clock {
             Err(cut) => cut,
             Ok(()) => Cut::Timeout,
         }
+    }
+}
+
+pin_project! {
+    /// [`Clock::race`]: the cut first, then the deadline, then `fut` (the order a cut call's
+    /// record needs when several are ready at once).
+    pub(crate) struct Race<'c, F> {
+        clock: &'c mut Clock,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Race<'_, F> {
+    type Output = Result<F::Output, Cut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(cut) = this.clock.cut.as_mut() {
+            if let Poll::Ready(by) = Pin::new(cut).poll(cx) {
+                return Poll::Ready(Err(match by {
+                    CutBy::Background => Cut::Interrupted,
+                    CutBy::Network(net) => net.into(),
+                }));
+            }
+        }
+        if this.clock.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(Cut::Timeout));
+        }
+        this.fut.poll(cx).map(Ok)
     }
 }
 

@@ -7,6 +7,7 @@
 //! intercepted TLS tunnel (origin-form over HTTP/1.1, or HTTP/2).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 
 use http::header::{HOST, REFERER};
@@ -34,35 +35,44 @@ use crate::web::body::{self, Body, BoxError};
 use crate::web::certpage;
 
 /// The service of every request that is a call (absolute-form, or inside a tunnel).
-pub(crate) async fn call(
+///
+/// Not an `async fn` (which keeps its arguments twice): hyper moves this future into its
+/// connection's slot for every request, so it is kept small, with the call's stages boxed.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
+pub(crate) fn call(
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
-) -> Result<Response<Body>, BoxError> {
-    let busy = conn.activity.begin();
-    let target = match Target::of(&req, &conn) {
-        Ok(t) => t,
-        Err(response) => return Ok(response),
-    };
-    if target.host == certpage::CERT_HOST && head_size(&req) <= MAX_HEADER_BYTES {
-        return Ok(certpage::serve(&req, &conn.shared.ca));
-    }
-    let shared = conn.shared.clone();
-    let config = shared.config();
-    let admitted = match admit(req, &conn, &config, &target) {
-        Ok(a) => a,
-        Err(refused) => return Box::pin(refuse::finish(&shared, *refused)).await,
-    };
-    // Boxed: hyper keeps room for this future in every connection, idle ones included, so the
-    // large part of a call (upstream, decoding, watchdog) is allocated only while it runs.
-    match Box::pin(run(admitted, &conn, &target, busy)).await {
-        Ok(response) => Ok(response),
-        Err(refused) => Box::pin(refuse::finish(&shared, *refused)).await,
+) -> impl Future<Output = Result<Response<Body>, BoxError>> {
+    async move {
+        let busy = conn.activity.begin();
+        let target = match Target::of(&req, &conn) {
+            Ok(t) => t,
+            Err(response) => return Ok(response),
+        };
+        if target.host == certpage::CERT_HOST && head_size(&req) <= MAX_HEADER_BYTES {
+            return Ok(certpage::serve(&req, &conn.shared.ca));
+        }
+        let shared = conn.shared.clone();
+        let config = shared.config();
+        // The admitted call on the heap: not held in this future, nor twice by `run`.
+        let admitted = admit(req, &conn, &config, &target).map(Box::new);
+        let admitted = match admitted {
+            Ok(a) => a,
+            Err(refused) => return Box::pin(refuse::finish(&shared, *refused)).await,
+        };
+        match Box::pin(run(admitted, &conn, &target, busy)).await {
+            Ok(response) => Ok(response),
+            Err(refused) => Box::pin(refuse::finish(&shared, *refused)).await,
+        }
     }
 }
 
 /// Stage 2, run: the upstream request is prepared, then slot, upstream and decoding.
 async fn run(
-    mut a: Admitted<'_>,
+    mut a: Box<Admitted<'_>>,
     conn: &ConnInfo,
     target: &Target,
     busy: ActivityGuard,
@@ -76,7 +86,8 @@ async fn run(
         return Err(a.refused(refusal));
     }
     if a.websocket {
-        return ws::relay(a, conn, strict).await;
+        // Boxed: rare, and larger than the rest of a call.
+        return Box::pin(ws::relay(*a, conn, strict)).await;
     }
     let permit = take_slot(&mut a, plan.preflight).await?;
     shape::travel(&mut a, &conn.shared).await?;
@@ -92,7 +103,7 @@ async fn run(
     let cut = a.cut_info(kill);
     let Admitted {
         meta, link, clock, ..
-    } = a;
+    } = *a;
     let live = Live {
         shared: conn.shared.clone(),
         end: End {
@@ -216,32 +227,39 @@ fn keeps(conn: &ConnInfo, version: Version) -> Option<&TunnelInfo> {
 /// An HTTP/1.1 client's call in a tunnel goes over the tunnel's kept upstream connection;
 /// the others (HTTP/2 clients, plain-HTTP proxy requests, no place to keep one) through the
 /// shared pool. A failure comes classified, with its own words.
-async fn send(
-    conn: &ConnInfo,
-    upstream: &Arc<Upstream>,
+/// (Not an `async fn`, which would keep `req` twice: see [`kept::Kept::send`].)
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
+fn send<'a>(
+    conn: &'a ConnInfo,
+    upstream: &'a Arc<Upstream>,
     strict: bool,
     version: Version,
     req: Request<Body>,
-) -> Result<Response<Incoming>, (ConnectError, String)> {
-    let req = match keeps(conn, version) {
-        Some(tunnel) => {
-            match conn
-                .kept
-                .send(upstream, strict, &tunnel.host, tunnel.port, req)
-                .await
-            {
-                Err(SendError::Full(req)) => req,
-                Ok(response) => return Ok(response),
-                Err(e) => return Err((e.classify(), e.to_string())),
+) -> impl Future<Output = Result<Response<Incoming>, (ConnectError, String)>> + 'a {
+    async move {
+        let req = match keeps(conn, version) {
+            Some(tunnel) => {
+                match conn
+                    .kept
+                    .send(upstream, strict, &tunnel.host, tunnel.port, req)
+                    .await
+                {
+                    Err(SendError::Full(req)) => req,
+                    Ok(response) => return Ok(response),
+                    Err(e) => return Err((e.classify(), e.to_string())),
+                }
             }
-        }
-        None => req,
-    };
-    let client = upstream.client(strict, false);
-    client
-        .request(req)
-        .await
-        .map_err(|e| (classify_client_error(&e), e.to_string()))
+            None => req,
+        };
+        let client = upstream.client(strict, false);
+        client
+            .request(req)
+            .await
+            .map_err(|e| (classify_client_error(&e), e.to_string()))
+    }
 }
 
 /// BOM and charset handling, raced against the clock.

@@ -7,6 +7,7 @@
 //! connection each); a tunnel beyond that, an HTTP/2 client and plain-HTTP proxy requests use
 //! the shared pools.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -121,7 +122,39 @@ impl Kept {
     ///
     /// # Errors
     /// The connection can't be made or fails; [`SendError::Full`] gives the request back.
-    pub async fn send(
+    ///
+    /// Not an `async fn`: that keeps its arguments twice (as given, and moved into the body),
+    /// and every call moves this future through the stages above it.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its arguments twice"
+    )]
+    pub fn send<'a>(
+        &'a self,
+        upstream: &'a Arc<Upstream>,
+        strict: bool,
+        host: &'a str,
+        port: u16,
+        req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Incoming>, SendError>> + 'a {
+        async move {
+            let req = match self.take(upstream, strict, host, port) {
+                Some(kept) => match self.send_on(kept, req).await {
+                    Ok(response) => return Ok(response),
+                    // Not sent (the server closed the idle connection): on a new one.
+                    Err(Unsent(req)) => *req,
+                    Err(Failed(e)) => return Err(SendError::Http(e)),
+                },
+                None => req,
+            };
+            // Boxed: only a tunnel's first call (or one after the server closed) opens; the
+            // calls on a kept connection need not carry its room through the stages above.
+            Box::pin(self.send_new(upstream, strict, host, port, req)).await
+        }
+    }
+
+    /// Send over a new connection, kept from then on when there is a place for it.
+    async fn send_new(
         &self,
         upstream: &Arc<Upstream>,
         strict: bool,
@@ -129,20 +162,10 @@ impl Kept {
         port: u16,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
-        let origin = req.uri().clone();
-        let req = match self.take(upstream, strict, host, port) {
-            Some(kept) => match self.send_on(kept, req).await {
-                Ok(response) => return Ok(response),
-                // Not sent (the server closed the idle connection): on a new one.
-                Err(Unsent(req)) => *req,
-                Err(Failed(e)) => return Err(SendError::Http(e)),
-            },
-            None => req,
-        };
         let Some(place) = Place::take(&upstream.kept) else {
             // The shared pool dials what the URI names.
             let mut req = req;
-            *req.uri_mut() = absolute(&authority(host, port), &origin);
+            *req.uri_mut() = absolute(&authority(host, port), req.uri());
             return Err(SendError::Full(req));
         };
         let sender = open(upstream, strict, host, port)
@@ -188,32 +211,39 @@ impl Kept {
     }
 
     /// Send over `kept`, and keep it for the next call once the response head is in.
-    async fn send_on(
+    /// (Not an `async fn`, as [`Kept::send`].)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its arguments twice"
+    )]
+    fn send_on(
         &self,
         mut kept: KeptConn,
         mut req: Request<Body>,
-    ) -> Result<Response<Incoming>, Outcome> {
-        let sent = match &mut kept.sender {
-            Sender::Http1(s) => s.try_send_request(req).await,
-            Sender::Http2(s) => {
-                *req.uri_mut() = absolute(&kept.authority, req.uri());
-                *req.version_mut() = Version::HTTP_2;
-                s.try_send_request(req).await
-            }
-        };
-        match sent {
-            Ok(response) => {
-                *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(kept);
-                Ok(response)
-            }
-            Err(mut e) => match e.take_message() {
-                Some(mut req) => {
-                    // Back in origin form (HTTP/2 made it absolute), for a new connection.
-                    *req.uri_mut() = origin_form(req.uri());
-                    Err(Unsent(Box::new(req)))
+    ) -> impl Future<Output = Result<Response<Incoming>, Outcome>> + '_ {
+        async move {
+            let sent = match &mut kept.sender {
+                Sender::Http1(s) => s.try_send_request(req).await,
+                Sender::Http2(s) => {
+                    *req.uri_mut() = absolute(&kept.authority, req.uri());
+                    *req.version_mut() = Version::HTTP_2;
+                    s.try_send_request(req).await
                 }
-                None => Err(Failed(e.into_error())),
-            },
+            };
+            match sent {
+                Ok(response) => {
+                    *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(kept);
+                    Ok(response)
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(mut req) => {
+                        // Back in origin form (HTTP/2 made it absolute), for a new connection.
+                        *req.uri_mut() = origin_form(req.uri());
+                        Err(Unsent(Box::new(req)))
+                    }
+                    None => Err(Failed(e.into_error())),
+                },
+            }
         }
     }
 }
