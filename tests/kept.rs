@@ -173,3 +173,85 @@ async fn a_connection_kept_while_the_skip_switch_was_on_is_not_used_once_it_is_o
         "only the call made with the switch on reached it"
     );
 }
+
+/// An HTTP/1.1 client inside a tunnel whose CONNECT carries `connect_headers`.
+async fn tunnel_with(proxy: &TestProxy, connect_headers: &str) -> SendRequest<Empty<Bytes>> {
+    let tls = tls_via_tunnel(proxy, API_HOST, connect_headers).await;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// A CONNECT of a running app to a host its HTTPS lists name opens the upstream connection at
+/// once, before any request, and the first call goes over it. Not for an app in the background
+/// (its calls are refused: no connection is opened for them), nor before the app has run on
+/// this client.
+#[tokio::test]
+async fn a_running_apps_tunnel_opens_its_upstream_connection_ahead_of_its_first_call() {
+    let w = world().await;
+    let (proxy, backend) = (&w.proxy, &w.first);
+    let auth = proxy_auth_header(APPID);
+    // Nothing runs yet on this client: nothing is opened ahead.
+    let mut first = tunnel_with(proxy, &auth).await;
+    assert!(
+        !eventually(Duration::from_millis(300), || async {
+            backend.connection_count() > 0
+        })
+        .await,
+        "no connection before the app's first call"
+    );
+    assert_eq!(get(&mut first, "/first").await.0, 200);
+    assert_eq!(backend.connection_count(), 1);
+
+    // The app runs: the next tunnel's connection is there before its first request.
+    let mut calls = tunnel_with(proxy, &auth).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            backend.connection_count() == 2
+        })
+        .await,
+        "opened ahead of the first request"
+    );
+    assert_eq!(get(&mut calls, "/ahead").await.0, 200);
+    assert_eq!(get(&mut calls, "/ahead-again").await.0, 200);
+    assert_eq!(
+        backend.connection_count(),
+        2,
+        "the tunnel's calls went over the connection opened ahead"
+    );
+
+    // In the background its calls are refused: a new tunnel opens nothing.
+    assert_eq!(set_phase(proxy, APPID, "background", None).await, 200);
+    let mut refused = tunnel_with(proxy, &auth).await;
+    let (status, body) = get(&mut refused, "/in-background").await;
+    assert_ne!(status, 200, "{body}");
+    assert!(
+        !eventually(Duration::from_millis(300), || async {
+            backend.connection_count() > 2
+        })
+        .await,
+        "no connection opened for an app in the background"
+    );
+    assert_eq!(backend.count(), 3);
+}
+
+/// A connection opened ahead that fails (here: the server's certificate is not trusted) fails
+/// the first call as its own attempt would have, and is not tried a second time.
+#[tokio::test]
+async fn a_failed_connection_opened_ahead_is_the_first_calls_failure() {
+    let w = world_trusting(false).await;
+    let (proxy, backend) = (&w.proxy, &w.first);
+    let auth = proxy_auth_header(APPID);
+    let mut first = tunnel_with(proxy, &auth).await;
+    let (status, body) = get(&mut first, "/first").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(backend.connection_count(), 1);
+    let mut ahead = tunnel_with(proxy, &auth).await;
+    let (status, body) = get(&mut ahead, "/ahead").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("ERR_CERT_AUTHORITY_INVALID"), "{body}");
+    assert_eq!(backend.connection_count(), 2, "one attempt for the call");
+    assert_eq!(backend.count(), 0);
+}

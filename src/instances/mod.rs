@@ -499,6 +499,14 @@ impl Instances {
         Ok(targets.len())
     }
 
+    /// The instance of `appid` on `client`, if one was made (nothing is made here).
+    pub fn find(&self, appid: &str, client: IpAddr) -> Option<Arc<Instance>> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(appid)
+            .and_then(|by_client| by_client.get(&client))
+            .cloned()
+    }
+
     /// The instance of `appid` on `client`, made on first use.
     ///
     /// # Errors

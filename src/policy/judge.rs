@@ -257,6 +257,30 @@ fn explain(url: &CallUrl, list_name: &str, list: &[Origin]) -> String {
     )
 }
 
+/// May the proxy open a tunnel's upstream connection before its first call (so that the upstream
+/// handshake runs while the client's own is under way)? Only to a host name that an HTTPS list
+/// of the app names with this very port (request, uploadFile, downloadFile), or to any name but
+/// `localhost` and the forbidden host with the skip switch on: a host no HTTPS call could reach
+/// gets no connection ahead of a verdict. IP literals (the LAN rule) wait for their call.
+pub fn may_open_ahead(app: &AppConfig, host: &str, port: u16, switches: Switches) -> bool {
+    if host.starts_with('[') || host.parse::<IpAddr>().is_ok() {
+        return false;
+    }
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    if name == FORBIDDEN_HOST || name == "localhost" {
+        return false;
+    }
+    if switches.skip_domain_check {
+        return true;
+    }
+    let d = &app.domains;
+    d.request
+        .iter()
+        .chain(&d.upload_file)
+        .chain(&d.download_file)
+        .any(|e| e.host == name && e.port.map_or(port == 443, |p| p == port))
+}
+
 /// The CONNECT-level check: refuse a tunnel to `host:port` that no entry of any list could
 /// match and that is not a LAN target (and `api.weixin.qq.com` always).
 pub fn judge_connect(

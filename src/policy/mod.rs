@@ -432,7 +432,7 @@ pub fn referer(app: &AppConfig) -> String {
 
 pub use decide::{call_timeout, is_preflight, refusal_style, Style, DEFAULT_TIMEOUT};
 pub use identify::{detect_api, detect_api_parsed, identify_app, proxy_user, unknown_app};
-pub use judge::{judge, judge_connect, judge_parsed};
+pub use judge::{judge, judge_connect, judge_parsed, may_open_ahead};
 pub use quota::SlidingWindow;
 pub use url::{hint_matches, normalize_target_host, parse_url, tunnel_url, CallUrl, Host};
 pub use webview::{judge_navigation, webview_kind, WebView};

@@ -392,6 +392,42 @@ mod judge {
     }
 }
 
+/// A tunnel's upstream connection opened before its first call: only where an HTTPS call of
+/// the app could go.
+#[test]
+fn opens_ahead_only_where_an_https_call_could_go() {
+    let a = standard();
+    for (host, port, sw, ahead) in [
+        ("api.example.com", 443, SWITCHES, true),
+        ("port.example.com", 8443, SWITCHES, true),
+        ("cdn.example.com", 443, SWITCHES, true),
+        ("api.example.com.", 443, SWITCHES, true),
+        // Listed, but not with this port.
+        ("api.example.com", 8443, SWITCHES, false),
+        ("port.example.com", 443, SWITCHES, false),
+        // Only in the socket or TCP lists: no HTTPS call goes there.
+        ("ws.example.com", 443, SWITCHES, false),
+        ("tcp.example.com", 7000, SWITCHES, false),
+        ("unlisted.example", 443, SWITCHES, false),
+        // Judged call by call (the LAN rule), never ahead.
+        ("192.168.1.30", 443, SWITCHES, false),
+        ("[::1]", 443, SKIP, false),
+        ("127.0.0.1", 443, SKIP, false),
+        // The skip switch opens any name but these.
+        ("unlisted.example", 443, SKIP, true),
+        ("localhost", 443, SKIP, false),
+        ("api.weixin.qq.com", 443, SKIP, false),
+        ("API.WEIXIN.QQ.COM.", 443, SKIP, false),
+    ] {
+        assert_eq!(
+            super::may_open_ahead(&a, host, port, sw),
+            ahead,
+            "{host}:{port} skip={}",
+            sw.skip_domain_check
+        );
+    }
+}
+
 mod judge_connect {
     use super::*;
 

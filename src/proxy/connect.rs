@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tracing::{debug, Instrument};
 
+use crate::instances::Phase;
 use crate::policy::{self, Api, AppHints, Refusal, Verdict};
 use crate::proxy::admit::APPID_HEADER;
 use crate::proxy::call::{outcome_of, record, CallMeta, End};
@@ -20,6 +21,7 @@ use crate::proxy::headers::{get_str, head_size};
 use crate::proxy::rewind::Rewind;
 use crate::proxy::{mitm, tunnel, ConnInfo, TunnelInfo, MAX_HEADER_BYTES};
 use crate::state::Shared;
+use crate::upstream::kept::Kept;
 use crate::web::body::BoxError;
 use crate::web::body::{empty, Body};
 use crate::web::{answer, certpage};
@@ -64,6 +66,15 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
     let on_upgrade = hyper::upgrade::on(req);
     let span = tracing::debug_span!("tunnel", target.host = %tunnel.host, target.port = port);
     let shared = conn.shared.clone();
+    // The upstream connection, opened now when it may be: its handshake runs while the 200
+    // goes out and the client's own handshake is under way.
+    let kept = Kept::default();
+    if opens_ahead(&conn, &tunnel) {
+        let strict = !shared.skip_domain_check();
+        let within = conn.deadlines().first;
+        let (host, port) = (tunnel.host.clone(), tunnel.port);
+        kept.open_ahead(shared.upstream(), strict, host, port, within);
+    }
     shared.shutdown.tracker.spawn(
         async move {
             // Mint the leaf now, while the 200 goes out and the ClientHello comes in.
@@ -71,13 +82,43 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
                 debug!(error = %e, "could not mint a leaf ahead of the handshake");
             }
             match on_upgrade.await {
-                Ok(upgraded) => serve_tunnel(TokioIo::new(upgraded), conn, tunnel).await,
+                Ok(upgraded) => serve_tunnel(TokioIo::new(upgraded), conn, tunnel, kept).await,
                 Err(e) => debug!(error = %e, "CONNECT upgrade failed"),
             }
         }
         .instrument(span),
     );
     Response::new(empty())
+}
+
+/// Open the tunnel's upstream connection ahead of its first call? When the CONNECT names the
+/// app, the policy lets this host be opened ahead ([`policy::may_open_ahead`]), and the app's
+/// instance on this client is already running, in the foreground and online (a call it could
+/// not make gets no connection).
+fn opens_ahead(conn: &ConnInfo, tunnel: &TunnelInfo) -> bool {
+    let shared = &conn.shared;
+    let config = shared.config();
+    let Some(app) = policy::identify_app(&config, &hints(conn, tunnel)) else {
+        return false;
+    };
+    if !policy::may_open_ahead(app, &tunnel.host, tunnel.port, shared.switches()) {
+        return false;
+    }
+    shared
+        .instances
+        .find(&app.appid, conn.client.ip())
+        .is_some_and(|i| i.phase() == Phase::Foreground && i.link().profile.is_online())
+}
+
+/// What the CONNECT says of its app.
+fn hints<'t>(conn: &ConnInfo, tunnel: &'t TunnelInfo) -> AppHints<'t> {
+    AppHints {
+        proxy_authorization: None,
+        tunnel_user: tunnel.proxy_user.as_deref(),
+        appid_header: tunnel.appid_header.as_deref(),
+        referer: None,
+        client: conn.client.ip(),
+    }
 }
 
 /// The CONNECT's host (normalised once: judged, minted for and routed alike) and port.
@@ -113,15 +154,8 @@ fn judge(req: &Request<Incoming>, conn: &ConnInfo, tunnel: &TunnelInfo) -> Optio
     if host == certpage::CERT_HOST {
         return None;
     }
-    let hints = AppHints {
-        proxy_authorization: None,
-        tunnel_user: tunnel.proxy_user.as_deref(),
-        appid_header: tunnel.appid_header.as_deref(),
-        referer: None,
-        client: conn.client.ip(),
-    };
     let config = shared.config();
-    let app = policy::identify_app(&config, &hints)?;
+    let app = policy::identify_app(&config, &hints(conn, tunnel))?;
     let verdict = policy::judge_connect(app, conn.client.ip(), host, port, shared.switches());
     let Verdict::Refuse(refusal) = verdict else {
         return None;
@@ -155,6 +189,7 @@ async fn serve_tunnel(
     mut io: TokioIo<hyper::upgrade::Upgraded>,
     conn: Arc<ConnInfo>,
     tunnel: TunnelInfo,
+    kept: Kept,
 ) {
     let mut first = vec![0u8; 4096];
     let n = match tokio::time::timeout(PEEK_TIMEOUT, io.read(&mut first)).await {
@@ -170,7 +205,7 @@ async fn serve_tunnel(
     let is_tls = first.first() == Some(&TLS_HANDSHAKE);
     let io = Rewind::new(Bytes::from(first), io);
     if is_tls {
-        mitm::serve(io, conn, tunnel).await;
+        mitm::serve(io, conn, tunnel, kept).await;
     } else {
         tunnel::relay_tcp(io, &conn, &tunnel).await;
     }

@@ -21,7 +21,8 @@ use crate::upstream::kept::Kept;
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub(crate) async fn serve<IO>(io: IO, conn: Arc<ConnInfo>, tunnel: TunnelInfo)
+/// `kept`: the tunnel's upstream connection (maybe being opened already, see `connect`).
+pub(crate) async fn serve<IO>(io: IO, conn: Arc<ConnInfo>, tunnel: TunnelInfo, kept: Kept)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -41,7 +42,7 @@ where
         tunnel: Some(tunnel),
         activity: Arc::new(Activity::default()),
         slot: conn.slot.clone(),
-        kept: Kept::default(),
+        kept,
     });
     let token = inner.shared.shutdown.token.clone();
     let activity = inner.activity.clone();

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use http::uri::Authority;
 use http::{Request, Response, Uri, Version};
@@ -17,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::{classify_error, ConnectError, Upstream};
@@ -29,6 +31,16 @@ pub const KEPT_MAX: usize = 128;
 #[derive(Default)]
 pub struct Kept {
     conn: Mutex<Option<KeptConn>>,
+    /// The connection being opened ahead of the first call ([`Kept::open_ahead`]): that call
+    /// waits for it rather than opening another.
+    ahead: Mutex<Option<Ahead>>,
+}
+
+/// A connection being opened ahead, and the clients it is opened with.
+struct Ahead {
+    upstream: Arc<Upstream>,
+    strict: bool,
+    opened: oneshot::Receiver<Result<KeptConn, ConnectError>>,
 }
 
 impl std::fmt::Debug for Kept {
@@ -58,6 +70,17 @@ impl Sender {
             Sender::Http1(s) => s.is_ready(),
             Sender::Http2(s) => s.is_ready(),
         }
+    }
+}
+
+impl KeptConn {
+    /// Made for these clients and this authority, and ready for a request.
+    fn fits(&self, upstream: &Arc<Upstream>, strict: bool, host: &str, port: u16) -> bool {
+        self.strict == strict
+            && Arc::ptr_eq(&self.upstream, upstream)
+            && self.authority.host() == host
+            && self.authority.port_u16() == Some(port)
+            && self.sender.is_ready()
     }
 }
 
@@ -138,7 +161,11 @@ impl Kept {
         req: Request<Body>,
     ) -> impl Future<Output = Result<Response<Incoming>, SendError>> + 'a {
         async move {
-            let req = match self.take(upstream, strict, host, port) {
+            let kept = match self.take(upstream, strict, host, port) {
+                Some(kept) => Some(kept),
+                None => self.opened_ahead(upstream, strict, host, port).await?,
+            };
+            let req = match kept {
                 Some(kept) => match self.send_on(kept, req).await {
                     Ok(response) => return Ok(response),
                     // Not sent (the server closed the idle connection): on a new one.
@@ -202,12 +229,72 @@ impl Kept {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()?;
-        let usable = kept.strict == strict
-            && Arc::ptr_eq(&kept.upstream, upstream)
-            && kept.authority.host() == host
-            && kept.authority.port_u16() == Some(port)
-            && kept.sender.is_ready();
-        usable.then_some(kept)
+        kept.fits(upstream, strict, host, port).then_some(kept)
+    }
+
+    /// Start opening the tunnel's connection now, before its first call (the CONNECT named a
+    /// host the policy lets it open ahead: [`crate::policy::may_open_ahead`]). Nothing is
+    /// started without a free place; the attempt is given up after `within`.
+    pub fn open_ahead(
+        &self,
+        upstream: Arc<Upstream>,
+        strict: bool,
+        host: String,
+        port: u16,
+        within: Duration,
+    ) {
+        let Some(place) = Place::take(&upstream.kept) else {
+            return;
+        };
+        let (tx, opened) = oneshot::channel();
+        *self.ahead.lock().unwrap_or_else(PoisonError::into_inner) = Some(Ahead {
+            upstream: upstream.clone(),
+            strict,
+            opened,
+        });
+        tokio::spawn(async move {
+            let opened = tokio::time::timeout(within, open(&upstream, strict, &host, port)).await;
+            let Ok(opened) = opened else {
+                debug!("upstream connection opened ahead timed out");
+                return;
+            };
+            let kept = opened.map(|sender| KeptConn {
+                sender,
+                authority: authority(&host, port),
+                upstream,
+                strict,
+                _place: place,
+            });
+            // The tunnel may be gone already: the connection (and its place) goes with it.
+            let _ = tx.send(kept);
+        });
+    }
+
+    /// The connection opened ahead, once it is there, when it fits this call (a reload or the
+    /// skip switch in between retires it); its failure is this call's. `Ok(None)`: nothing was
+    /// opened ahead (or it was given up), the call opens its own.
+    async fn opened_ahead(
+        &self,
+        upstream: &Arc<Upstream>,
+        strict: bool,
+        host: &str,
+        port: u16,
+    ) -> Result<Option<KeptConn>, SendError> {
+        let ahead = self
+            .ahead
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(ahead) = ahead else {
+            return Ok(None);
+        };
+        let same_clients = ahead.strict == strict && Arc::ptr_eq(&ahead.upstream, upstream);
+        match ahead.opened.await {
+            Ok(Ok(kept)) => Ok(kept.fits(upstream, strict, host, port).then_some(kept)),
+            // The attempt this call would have made, with the same clients, failed.
+            Ok(Err(e)) if same_clients => Err(SendError::Connect(e)),
+            Ok(Err(_)) | Err(_) => Ok(None),
+        }
     }
 
     /// Send over `kept`, and keep it for the next call once the response head is in.
