@@ -74,13 +74,12 @@ impl Sender {
 }
 
 impl KeptConn {
-    /// Made for these clients and this authority, and ready for a request.
-    fn fits(&self, upstream: &Arc<Upstream>, strict: bool, host: &str, port: u16) -> bool {
+    /// Made for these clients and this authority.
+    fn made_for(&self, upstream: &Arc<Upstream>, strict: bool, host: &str, port: u16) -> bool {
         self.strict == strict
             && Arc::ptr_eq(&self.upstream, upstream)
             && self.authority.host() == host
             && self.authority.port_u16() == Some(port)
-            && self.sender.is_ready()
     }
 }
 
@@ -229,7 +228,8 @@ impl Kept {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()?;
-        kept.fits(upstream, strict, host, port).then_some(kept)
+        let usable = kept.made_for(upstream, strict, host, port) && kept.sender.is_ready();
+        usable.then_some(kept)
     }
 
     /// Start opening the tunnel's connection now, before its first call (the CONNECT named a
@@ -290,7 +290,9 @@ impl Kept {
         };
         let same_clients = ahead.strict == strict && Arc::ptr_eq(&ahead.upstream, upstream);
         match ahead.opened.await {
-            Ok(Ok(kept)) => Ok(kept.fits(upstream, strict, host, port).then_some(kept)),
+            // Unused yet: its first request may go before its task reports it ready (and
+            // when the server closed it meanwhile, the request comes back unsent).
+            Ok(Ok(kept)) => Ok(kept.made_for(upstream, strict, host, port).then_some(kept)),
             // The attempt this call would have made, with the same clients, failed.
             Ok(Err(e)) if same_clients => Err(SendError::Connect(e)),
             Ok(Err(_)) | Err(_) => Ok(None),
