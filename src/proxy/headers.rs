@@ -16,6 +16,28 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Bit n set: some name of [`HOP_BY_HOP`] (or `upgrade`) is n bytes long.
+const HOP_BY_HOP_LENGTHS: u64 = {
+    let names: [&str; 9] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    let mut mask = 0u64;
+    let mut i = 0;
+    while i < names.len() {
+        mask |= 1 << names[i].len();
+        i += 1;
+    }
+    mask
+};
+
 /// Prefix of the headers a client uses to talk to the sandbox; never forwarded.
 pub const SANDBOX_PREFIX: &str = "x-wxsandbox-";
 
@@ -26,6 +48,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // often `Connection: keep-alive` alone), so only those are removed.
     let mut carried = 0u16;
     for name in headers.keys() {
+        // Most names have a length no hop-by-hop name has: one shift rejects them.
+        if (HOP_BY_HOP_LENGTHS >> name.as_str().len().min(63)) & 1 == 0 {
+            continue;
+        }
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             carried |= 1 << i;
         } else if name == header::UPGRADE {
