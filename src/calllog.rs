@@ -438,15 +438,16 @@ pub struct Counters {
 }
 
 /// The `api` values of records, by position in the counter table.
-const APIS: [&str; 5] = [
+const APIS: [&str; 6] = [
     "request",
     "uploadFile",
     "downloadFile",
     "connectSocket",
     "tcp",
+    "webview",
 ];
 /// The `rule` values of records ("" for none), by position in the counter table.
-const RULES: [&str; 16] = [
+const RULES: [&str; 18] = [
     "",
     "invalid-url",
     "domain-list",
@@ -463,6 +464,8 @@ const RULES: [&str; 16] = [
     "charset",
     "offline",
     "network-change",
+    "client-error",
+    "business-domain",
 ];
 
 /// The counters as atomics: a table indexed by (api, outcome, rule) positions, a map behind a
