@@ -8,6 +8,7 @@
 #   scripts/instructions.sh              # wxsandbox (release build) and hudsucker
 #   CACHE=1 scripts/instructions.sh      # also simulate the caches (slower; D1/LL misses)
 #   PEERS=wxsandbox scripts/instructions.sh
+#   WXSANDBOX=/path/to/an/older/wxsandbox PEERS=wxsandbox scripts/instructions.sh   # A/B builds
 # Needs root and the harness (first time: bash ../shared/bench/setup.sh), valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,11 @@ command -v callgrind_control >/dev/null || { echo "valgrind is not installed (ap
 hudsucker=${HUDSUCKER:-/opt/bench/hudsucker-bench/target/release/hudsucker-bench}
 out=$PWD/target/instructions
 mkdir -p "$out"
-cargo build --release --locked --bin wxsandbox
+wxsandbox=${WXSANDBOX:-}
+if [ -z "$wxsandbox" ]; then
+  cargo build --release --locked --bin wxsandbox
+  wxsandbox=$PWD/target/release/wxsandbox
+fi
 sim=""
 [ "${CACHE:-0}" = 1 ] && sim="--cache-sim=yes --branch-sim=yes"
 
@@ -85,7 +90,7 @@ print(f"{name:<10} {requests:,} requests ({handshakes} client handshakes) counte
 PY
 }
 
-wrap wxsandbox "$PWD/target/release/wxsandbox"
+wrap wxsandbox "$wxsandbox"
 IFS=, read -r -a peers <<< "${PEERS:-wxsandbox,hudsucker}"
 for peer in "${peers[@]}"; do
   case "$peer" in
