@@ -36,6 +36,10 @@ where
             return;
         }
     };
+    // An HTTP/2 client's calls don't use the kept connection (they share the pool's): one
+    // opened ahead for it goes now, with its place.
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let kept = if h2 { Kept::default() } else { kept };
     let inner = Arc::new(ConnInfo {
         shared: conn.shared.clone(),
         client: conn.client,
