@@ -12,5 +12,29 @@ bench=${BENCH_DIR:-../shared/bench}
 case "$bench" in /*) ;; *) bench="$PWD/$bench" ;; esac
 [ -x "$bench/peers.sh" ] || { echo "no harness at $bench (set BENCH_DIR)" >&2; exit 1; }
 cargo build --release --locked --bin wxsandbox
-exec "$bench/peers.sh" --only "${PEERS:-hudsucker},wxsandbox" \
-  --add wxsandbox 18090 '$BENCH_MITM_CA_CRT' "exec $bench/wxsandbox-start.sh $PWD/target/release/wxsandbox"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+"$bench/peers.sh" --only "${PEERS:-hudsucker},wxsandbox" \
+  --add wxsandbox 18090 '$BENCH_MITM_CA_CRT' "exec $bench/wxsandbox-start.sh $PWD/target/release/wxsandbox" \
+  | tee "$log"
+# Per round, wxsandbox against hudsucker (the medians above hide how far the rounds spread).
+results=$(sed -n 's/^raw results: \([^ ]*results\.tsv\).*/\1/p' "$log" | tail -1)
+[ -f "$results" ] || exit 0
+python3 - "$results" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+v = {(r[0], r[1], r[-1]): r[2] for r in rows if len(r) >= 6}
+rounds = sorted({r[-1] for r in rows if len(r) >= 6}, key=int)
+if not any(("hudsucker", "1k.rps", n) in v for n in rounds):
+    sys.exit(0)
+print("\nper round, wxsandbox / hudsucker (ratio):")
+for metric, label in [("1k.proxy_cpu_us_per_req", "1k CPU us/req"), ("1k.rps", "1k rps"),
+                      ("first_req.mint_mean_ms", "new host ms"), ("first_req.cached_mean_ms", "cached host ms")]:
+    cells = []
+    for n in rounds:
+        w, h = v.get(("wxsandbox", metric, n)), v.get(("hudsucker", metric, n))
+        if w and h:
+            cells.append(f"{float(w):.1f} / {float(h):.1f} ({float(w) / float(h):.2f})")
+    if cells:
+        print(f"  {label:<15} " + "   ".join(cells))
+PY
