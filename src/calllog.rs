@@ -134,7 +134,8 @@ impl Headers {
         for (name, value) in map.iter().take(MAX_HEADERS) {
             push_clipped(&mut buf, name.as_str().as_bytes(), MAX_HEADER_NAME_BYTES);
             buf.push(b'\n');
-            if REDACTED.contains(&name.as_str()) {
+            // By name, not text: the four are standard names (no string compared per header).
+            if REDACTED_NAMES.contains(name) {
                 buf.extend_from_slice(b"<redacted>");
             } else {
                 push_clipped(&mut buf, value.as_bytes(), MAX_HEADER_VALUE_BYTES);
@@ -684,6 +685,14 @@ impl CallLog {
     }
 }
 
+/// [`REDACTED`] as header names.
+static REDACTED_NAMES: [http::HeaderName; 4] = [
+    http::header::AUTHORIZATION,
+    http::header::COOKIE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::SET_COOKIE,
+];
+
 /// Header names whose values are never recorded.
 pub const REDACTED: [&str; 4] = [
     "authorization",
@@ -713,6 +722,16 @@ mod tests {
 
     use super::*;
     use http::{HeaderMap, HeaderName, HeaderValue};
+
+    /// The names compared per header are the names the documentation lists.
+    #[test]
+    fn redacted_names_are_the_listed_ones() {
+        let names: Vec<&str> = REDACTED_NAMES
+            .iter()
+            .map(http::HeaderName::as_str)
+            .collect();
+        assert_eq!(names, REDACTED);
+    }
 
     fn record(log: &CallLog, url_len: usize, header_len: usize, headers: usize) -> Record {
         let mut request_headers = HeaderMap::new();
