@@ -190,6 +190,12 @@ impl Instance {
         &self.limits
     }
 
+    /// A free HTTP slot now, if there is one (no call waits for one then: waiters get freed
+    /// slots first).
+    pub fn try_http_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.http.clone().try_acquire_owned().ok()
+    }
+
     /// An HTTP slot (request, uploadFile, downloadFile): FIFO wait with `overflow: queue`, an
     /// error at once with `overflow: fail`. Cancel-safe: drop the future to leave the queue.
     ///

@@ -162,6 +162,17 @@ pub async fn decode_response(response: Response<Body>) -> Result<Response<Body>,
     }
 }
 
+/// Would [`decode_response`] touch this response (uncompressed text)? Read before racing it,
+/// so that the rest (bytes, images, JSON sent as octets) skip the race and its future.
+pub fn may_decode(headers: &http::HeaderMap) -> bool {
+    !compressed(headers)
+        && headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(text_type)
+            .is_some()
+}
+
 /// The Content-Type and declared charset of an uncompressed text response; `None` for
 /// anything decoding leaves alone.
 fn declared_text(headers: &http::HeaderMap) -> Option<(String, Option<String>)> {
@@ -533,6 +544,30 @@ mod tests {
     use super::*;
     use futures_util::stream;
     use http_body_util::StreamBody;
+
+    /// The check made before the race says yes exactly when decoding would touch a response.
+    #[test]
+    fn may_decode_is_what_decoding_touches() {
+        for (ct, ce, text) in [
+            ("text/plain", None, true),
+            ("application/json; charset=gbk", None, true),
+            ("application/octet-stream", None, false),
+            ("image/png", None, false),
+            ("text/html", Some("gzip"), false),
+            ("text/html", Some("identity"), true),
+            ("", None, false),
+        ] {
+            let mut h = HeaderMap::new();
+            if !ct.is_empty() {
+                h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+            }
+            if let Some(ce) = ce {
+                h.insert(CONTENT_ENCODING, HeaderValue::from_static(ce));
+            }
+            assert_eq!(may_decode(&h), declared_text(&h).is_some(), "{ct} {ce:?}");
+            assert_eq!(may_decode(&h), text, "{ct} {ce:?}");
+        }
+    }
 
     fn response(ct: &str, body: Body) -> Response<Body> {
         let mut r = Response::new(body);

@@ -94,7 +94,7 @@ async fn run(
     let queue_ms = u64::try_from(a.meta.arrival.elapsed().as_millis()).unwrap_or(u64::MAX);
     let request_body = Arc::new(RequestBody::default());
     let response = send_upstream(&mut a, conn, strict, &request_body).await?;
-    let response = if plan.decode {
+    let response = if plan.decode && decode::may_decode(response.headers()) {
         decode(&mut a, response).await?
     } else {
         response
@@ -176,6 +176,10 @@ async fn take_slot(
 ) -> Result<Option<OwnedSemaphorePermit>, Box<Refused>> {
     if preflight {
         return Ok(None);
+    }
+    // A free slot is taken at once: nothing to race (the next wait checks the clock first).
+    if let Some(permit) = a.instance.try_http_slot() {
+        return Ok(Some(permit));
     }
     let instance = a.instance.clone();
     match a.clock.race(instance.http_slot()).await {
