@@ -192,6 +192,48 @@ pub(crate) struct Admitted<'c> {
     /// is rewritten for the upstream (and moved there), refusals answer the client.
     pub version: http::Version,
     pub expects_continue: bool,
+    /// What the request's header names say (read in one pass when it arrived).
+    pub marks: Marks,
+}
+
+/// What a request's header names say, read in one pass: lookups of the sandbox's own headers
+/// are skipped when it sends none (as phones do), and the CORS and fetch marks are known.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Marks {
+    /// Some `X-Wxsandbox-*` header.
+    pub sandbox: bool,
+    /// `Access-Control-Request-Method` (a CORS preflight, with the method).
+    pub cors_preflight: bool,
+    /// Some `Sec-Fetch-*` header (a browser's fetch metadata).
+    pub sec_fetch: bool,
+}
+
+impl Marks {
+    fn of(headers: &http::HeaderMap) -> Marks {
+        let mut marks = Marks::default();
+        for name in headers.keys() {
+            if *name == ACCESS_CONTROL_REQUEST_METHOD {
+                marks.cors_preflight = true;
+                continue;
+            }
+            let name = name.as_str();
+            if name.starts_with(headers::SANDBOX_PREFIX) {
+                marks.sandbox = true;
+            } else if name.starts_with("sec-fetch-") {
+                marks.sec_fetch = true;
+            }
+        }
+        marks
+    }
+
+    /// One of the sandbox's own headers, as text (none looked up when it sent none).
+    pub fn ours<'h>(&self, headers: &'h http::HeaderMap, name: HeaderName) -> Option<&'h str> {
+        if self.sandbox {
+            get_str(headers, name)
+        } else {
+            None
+        }
+    }
 }
 
 impl Admitted<'_> {
@@ -237,7 +279,8 @@ pub(crate) fn admit<'c>(
     let mut arrived = Arrived::read(req, conn, config, target);
     match arrived.verdict(conn, target) {
         Ok((app, api, instance)) => {
-            let link = get_str(arrived.req.headers(), NETWORK_HEADER)
+            let link = (arrived.marks)
+                .ours(arrived.req.headers(), NETWORK_HEADER)
                 .and_then(|name| conn.shared.instances.link_for(name))
                 .map_or_else(|| instance.link(), Arc::new);
             Ok(arrived.admitted(app, api, instance, link))
@@ -261,15 +304,17 @@ struct Arrived<'c> {
     style: Style,
     earlier_calls: u64,
     webview: bool,
+    marks: Marks,
 }
 
 impl<'c> Arrived<'c> {
     fn read(req: Request<Incoming>, conn: &ConnInfo, config: &'c Config, target: &Target) -> Self {
         let websocket = headers::is_websocket_upgrade(req.headers());
+        let marks = Marks::of(req.headers());
         // Non-ASCII bytes are judged too (rule 1 refuses them with their own text).
-        let hint = req
-            .headers()
-            .get(URL_HEADER)
+        let hint = (marks.sandbox)
+            .then(|| req.headers().get(URL_HEADER))
+            .flatten()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let url: Arc<str> = match &hint {
             Some(hint) => Arc::from(hint.as_str()),
@@ -283,9 +328,9 @@ impl<'c> Arrived<'c> {
             req.headers(),
             req.version(),
         );
-        let app = identify(&req, conn, config);
+        let app = identify(&req, conn, config, marks);
         meta.appid = app.map(|a| a.id.clone());
-        let style = style_of(&req, app, &conn.shared);
+        let style = style_of(&req, app, &conn.shared, marks);
         Arrived {
             req,
             meta,
@@ -296,6 +341,7 @@ impl<'c> Arrived<'c> {
             style,
             earlier_calls: conn.activity.started().saturating_sub(1),
             webview: false,
+            marks,
         }
     }
 
@@ -323,7 +369,7 @@ impl<'c> Arrived<'c> {
             return Ok(admitted);
         }
         let parsed = self.parsed_url(target);
-        let api = detect(&self.req, app, parsed.as_ref(), self.websocket);
+        let api = detect(&self.req, app, parsed.as_ref(), self.websocket, self.marks);
         self.meta.api = api.as_str();
         if let Some(hint) = &self.hint {
             check_hint(hint, target, self.websocket, api)?;
@@ -346,12 +392,7 @@ impl<'c> Arrived<'c> {
             .map_err(|_| policy::unknown_app(api, &self.url))?;
         self.meta.network = Some(instance.link().name.clone());
         // Rule 5; a CORS preflight is judged by rules 1-4 only (SPEC section 3, "Browsers").
-        let preflight = policy::is_preflight(
-            self.req.method().as_str(),
-            self.req
-                .headers()
-                .contains_key(ACCESS_CONTROL_REQUEST_METHOD),
-        );
+        let preflight = policy::is_preflight(self.req.method().as_str(), self.marks.cors_preflight);
         if !preflight && instance.phase() != Phase::Foreground {
             return Err(Refusal::background(api, &self.url));
         }
@@ -377,10 +418,12 @@ impl<'c> Arrived<'c> {
     ) -> Result<Option<Verdicted<'c>>, Refusal> {
         let h = self.req.headers();
         let kind = policy::webview_kind(
-            get_str(h, API_HEADER),
+            self.marks.ours(h, API_HEADER),
             get_str(h, USER_AGENT),
-            get_str(h, SEC_FETCH_DEST),
-            h.keys().any(|k| k.as_str().starts_with("sec-fetch-")),
+            (self.marks.sec_fetch)
+                .then(|| get_str(h, SEC_FETCH_DEST))
+                .flatten(),
+            self.marks.sec_fetch,
         );
         // Only an app with business domains can have a web-view page: for the others, what
         // claims to be a page's own request is judged as the API call it is (the marks are the
@@ -419,13 +462,9 @@ impl<'c> Arrived<'c> {
         link: Arc<Link>,
     ) -> Admitted<'c> {
         self.meta.network = Some(link.name.clone());
-        let timeout = policy::call_timeout(get_str(self.req.headers(), TIMEOUT_HEADER), app, api);
-        let preflight = policy::is_preflight(
-            self.req.method().as_str(),
-            self.req
-                .headers()
-                .contains_key(ACCESS_CONTROL_REQUEST_METHOD),
-        );
+        let timeout_header = self.marks.ours(self.req.headers(), TIMEOUT_HEADER);
+        let timeout = policy::call_timeout(timeout_header, app, api);
+        let preflight = policy::is_preflight(self.req.method().as_str(), self.marks.cors_preflight);
         let cut_by = (!preflight && !self.webview).then(|| instance.clone());
         let (head, body) = self.req.into_parts();
         Admitted {
@@ -446,6 +485,7 @@ impl<'c> Arrived<'c> {
             websocket: self.websocket,
             earlier_calls: self.earlier_calls,
             webview: self.webview,
+            marks: self.marks,
         }
     }
 
@@ -468,13 +508,14 @@ fn identify<'c>(
     req: &Request<Incoming>,
     conn: &ConnInfo,
     config: &'c Config,
+    marks: Marks,
 ) -> Option<&'c AppConfig> {
     let h = req.headers();
     let tunnel = conn.tunnel.as_ref();
     let hints = AppHints {
         proxy_authorization: get_str(h, PROXY_AUTHORIZATION),
         tunnel_user: tunnel.and_then(|t| t.proxy_user.as_deref()),
-        appid_header: get_str(h, APPID_HEADER)
+        appid_header: (marks.ours(h, APPID_HEADER))
             .or_else(|| tunnel.and_then(|t| t.appid_header.as_deref())),
         referer: get_str(h, REFERER),
         client: conn.client.ip(),
@@ -483,11 +524,17 @@ fn identify<'c>(
 }
 
 /// The API a request stands for.
-fn detect(req: &Request<Incoming>, app: &AppConfig, url: Option<&CallUrl>, websocket: bool) -> Api {
+fn detect(
+    req: &Request<Incoming>,
+    app: &AppConfig,
+    url: Option<&CallUrl>,
+    websocket: bool,
+    marks: Marks,
+) -> Api {
     let h = req.headers();
     let hints = ApiHints {
         is_websocket_upgrade: websocket,
-        api_header: get_str(h, API_HEADER),
+        api_header: marks.ours(h, API_HEADER),
         method: req.method().as_str(),
         content_type: get_str(h, CONTENT_TYPE),
     };
@@ -495,14 +542,15 @@ fn detect(req: &Request<Incoming>, app: &AppConfig, url: Option<&CallUrl>, webso
 }
 
 /// The refusal style of a request (call header, then app, then global).
-fn style_of(req: &Request<Incoming>, app: Option<&AppConfig>, shared: &Shared) -> Style {
-    let h = req.headers();
-    let carries = h
-        .keys()
-        .any(|k| k.as_str().starts_with(headers::SANDBOX_PREFIX));
+fn style_of(
+    req: &Request<Incoming>,
+    app: Option<&AppConfig>,
+    shared: &Shared,
+    marks: Marks,
+) -> Style {
     policy::refusal_style(
-        get_str(h, REFUSAL_HEADER),
-        carries,
+        marks.ours(req.headers(), REFUSAL_HEADER),
+        marks.sandbox,
         app.and_then(|a| a.refusal),
         shared.refusal_style(),
     )
@@ -526,4 +574,62 @@ fn check_hint(hint: &str, target: &Target, websocket: bool, api: Api) -> Result<
         None => target.url(websocket),
     };
     Err(Refusal::hint_mismatch(api, hint, &shown))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(names: &[&'static str]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for name in names {
+            h.append(*name, HeaderValue::from_static("x"));
+        }
+        h
+    }
+
+    /// One pass over the names says what the later lookups would find.
+    #[test]
+    fn marks_say_what_the_names_carry() {
+        for (names, sandbox, cors, fetch) in [
+            (&["host", "user-agent", "referer"][..], false, false, false),
+            (&["x-wxsandbox-timeout"], true, false, false),
+            (&["X-Wxsandbox-Url", "accept"], true, false, false),
+            (
+                &["access-control-request-method", "origin"],
+                false,
+                true,
+                false,
+            ),
+            (&["sec-fetch-mode", "sec-fetch-dest"], false, false, true),
+            (
+                &[
+                    "x-wxsandbox-api",
+                    "access-control-request-method",
+                    "sec-fetch-site",
+                ],
+                true,
+                true,
+                true,
+            ),
+            // Near misses.
+            (
+                &["x-wxsandbox", "sec-fetch", "access-control-request-headers"],
+                false,
+                false,
+                false,
+            ),
+        ] {
+            let h = headers(names);
+            let m = Marks::of(&h);
+            assert_eq!(
+                (m.sandbox, m.cors_preflight, m.sec_fetch),
+                (sandbox, cors, fetch),
+                "{names:?}"
+            );
+            // A sandbox header is found exactly when one was sent.
+            let found = m.ours(&h, TIMEOUT_HEADER).is_some();
+            assert_eq!(found, h.contains_key(TIMEOUT_HEADER), "{names:?}");
+        }
+    }
 }

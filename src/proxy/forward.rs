@@ -26,7 +26,7 @@ use crate::proxy::call::{
     read_ready, record, track, Clock, Counted, CutInfo, End, Live, Ready, RequestBody,
 };
 use crate::proxy::conn::{current_stream_kill, ActivityGuard};
-use crate::proxy::headers::{self, get_str, head_size};
+use crate::proxy::headers::{self, head_size};
 use crate::proxy::refuse::{self, Refused};
 use crate::proxy::{decode, shape, ws, ConnInfo, TunnelInfo, MAX_HEADER_BYTES};
 use crate::upstream::kept::{self, SendError};
@@ -80,7 +80,14 @@ async fn run(
     let uri = upstream_uri(&mut a, conn, target)?;
     let strict = !conn.shared.skip_domain_check();
     let plan = Plan::of(&a);
-    prepare_upstream_request(&mut a.head, a.app, uri, target, a.websocket);
+    prepare_upstream_request(
+        &mut a.head,
+        a.app,
+        uri,
+        target,
+        a.websocket,
+        a.marks.sandbox,
+    );
     if a.link.profile.offline {
         let refusal = Refusal::offline(a.api, &a.url);
         return Err(a.refused(refusal));
@@ -155,12 +162,10 @@ struct Plan {
 impl Plan {
     fn of(a: &Admitted<'_>) -> Plan {
         let h = &a.head.headers;
-        let preflight = policy::is_preflight(
-            a.head.method.as_str(),
-            h.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD),
-        );
-        let arraybuffer =
-            get_str(h, RESPONSE_TYPE_HEADER).is_some_and(|v| v.eq_ignore_ascii_case("arraybuffer"));
+        let preflight = policy::is_preflight(a.head.method.as_str(), a.marks.cors_preflight);
+        let arraybuffer = (a.marks)
+            .ours(h, RESPONSE_TYPE_HEADER)
+            .is_some_and(|v| v.eq_ignore_ascii_case("arraybuffer"));
         Plan {
             preflight: preflight || a.webview,
             decode: !arraybuffer && !preflight && !a.webview,
@@ -351,13 +356,16 @@ fn prepare_upstream_request(
     uri: Uri,
     target: &Target,
     websocket: bool,
+    sandbox_headers: bool,
 ) {
     let from_h2 = head.version == Version::HTTP_2;
     head.uri = uri;
     head.version = Version::HTTP_11;
     let h = &mut head.headers;
     headers::strip_hop_by_hop(h, websocket);
-    headers::strip_sandbox_headers(h);
+    if sandbox_headers {
+        headers::strip_sandbox_headers(h);
+    }
     if from_h2 {
         headers::join_cookies(h);
     }
