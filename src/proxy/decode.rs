@@ -62,15 +62,21 @@ struct TextType<'a> {
 /// Is this a text or JSON type (see the module doc), and which charset does it declare?
 fn text_type(content_type: &str) -> Option<TextType<'_>> {
     let mut parts = content_type.split(';');
-    let mime = parts.next()?.trim().to_ascii_lowercase();
-    let (top, sub) = mime.split_once('/')?;
-    let is_text = top == "text"
-        || (top == "application"
-            && (matches!(
-                sub,
-                "json" | "javascript" | "x-javascript" | "ecmascript" | "xml"
-            ) || sub.ends_with("+json")
-                || sub.ends_with("+xml")));
+    // Compared without case, in place (no lower-case copy made per response).
+    let (top, sub) = parts.next()?.trim().split_once('/')?;
+    let is = |s: &str, want: &str| s.eq_ignore_ascii_case(want);
+    let ends = |s: &str, want: &str| {
+        s.len() >= want.len()
+            && s.is_char_boundary(s.len() - want.len())
+            && is(&s[s.len() - want.len()..], want)
+    };
+    let is_text = is(top, "text")
+        || (is(top, "application")
+            && (["json", "javascript", "x-javascript", "ecmascript", "xml"]
+                .iter()
+                .any(|w| is(sub, w))
+                || ends(sub, "+json")
+                || ends(sub, "+xml")));
     if !is_text {
         return None;
     }
@@ -992,6 +998,10 @@ mod tests {
             "application/javascript",
             "application/xml",
             "application/atom+xml",
+            // Case does not matter.
+            "Text/Plain",
+            "APPLICATION/JSON; charset=UTF-8",
+            "application/VND.API+JSON",
         ] {
             assert!(text_type(ct).is_some(), "{ct}");
         }
@@ -1001,6 +1011,9 @@ mod tests {
             "application/jsonx",
             "multipart/form-data; boundary=x",
             "",
+            "json",
+            "application/+jso",
+            "application/x+jsoné",
         ] {
             assert!(text_type(ct).is_none(), "{ct}");
         }
