@@ -18,7 +18,6 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
 
 use crate::calllog::Headers;
-use crate::config::AppConfig;
 use crate::instances::Link;
 use crate::policy::{self, Refusal};
 use crate::proxy::admit::{admit, Admitted, Target, RESPONSE_TYPE_HEADER};
@@ -80,14 +79,7 @@ async fn run(
     let uri = upstream_uri(&mut a, conn, target)?;
     let strict = !conn.shared.skip_domain_check();
     let plan = Plan::of(&a);
-    prepare_upstream_request(
-        &mut a.head,
-        a.app,
-        uri,
-        target,
-        a.websocket,
-        a.marks.sandbox,
-    );
+    prepare_upstream_request(&mut a, uri, target);
     if a.link.profile.offline {
         let refusal = Refusal::offline(a.api, &a.url);
         return Err(a.refused(refusal));
@@ -350,14 +342,9 @@ fn finish_now(mut live: Live, body: Body) -> Body {
 
 /// Rewrite an admitted request for the upstream: absolute URI, HTTP/1.1 semantics (ALPN decides
 /// h2 upstream), no hop-by-hop or sandbox headers, the platform's Referer.
-fn prepare_upstream_request(
-    head: &mut http::request::Parts,
-    app: &AppConfig,
-    uri: Uri,
-    target: &Target,
-    websocket: bool,
-    sandbox_headers: bool,
-) {
+fn prepare_upstream_request(a: &mut Admitted<'_>, uri: Uri, target: &Target) {
+    let (app, websocket, sandbox_headers) = (a.app, a.websocket, a.marks.sandbox);
+    let head = &mut a.head;
     let from_h2 = head.version == Version::HTTP_2;
     head.uri = uri;
     head.version = Version::HTTP_11;
