@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tracing::{debug, Instrument};
 
+use crate::config::AppConfig;
 use crate::instances::Phase;
 use crate::policy::{self, Api, AppHints, Refusal, Verdict};
 use crate::proxy::admit::APPID_HEADER;
@@ -60,7 +61,10 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
     };
     debug!(target.host = %tunnel.host, target.port = port,
         authenticated = tunnel.proxy_authorization.is_some(), "CONNECT");
-    if let Some(refusal) = judge(&req, &conn, &tunnel) {
+    // Who the CONNECT says it is, once, for its verdict and for opening ahead.
+    let config = conn.shared.config();
+    let app = policy::identify_app(&config, &hints(&conn, &tunnel));
+    if let Some(refusal) = judge(&req, &conn, &tunnel, app) {
         return refusal;
     }
     let on_upgrade = hyper::upgrade::on(req);
@@ -69,7 +73,7 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
     // The upstream connection, opened now when it may be: its handshake runs while the 200
     // goes out and the client's own handshake is under way.
     let kept = Kept::default();
-    if opens_ahead(&conn, &tunnel) {
+    if opens_ahead(&conn, &tunnel, app) {
         let strict = !shared.skip_domain_check();
         let within = conn.deadlines().first;
         let (host, port) = (tunnel.host.clone(), tunnel.port);
@@ -95,13 +99,15 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
 /// app, the policy lets this host be opened ahead ([`policy::may_open_ahead`]), and the app's
 /// instance on this client is already running, in the foreground and online (a call it could
 /// not make gets no connection).
-fn opens_ahead(conn: &ConnInfo, tunnel: &TunnelInfo) -> bool {
+fn opens_ahead(conn: &ConnInfo, tunnel: &TunnelInfo, app: Option<&AppConfig>) -> bool {
     let shared = &conn.shared;
-    let config = shared.config();
-    let Some(app) = policy::identify_app(&config, &hints(conn, tunnel)) else {
+    let Some(app) = app else {
         return false;
     };
-    if !policy::may_open_ahead(app, &tunnel.host, tunnel.port, shared.switches()) {
+    // The CA page is the proxy's own: nothing upstream to open.
+    if tunnel.host == certpage::CERT_HOST
+        || !policy::may_open_ahead(app, &tunnel.host, tunnel.port, shared.switches())
+    {
         return false;
     }
     shared
@@ -132,7 +138,12 @@ fn authority(req: &Request<Incoming>) -> Option<(String, u16)> {
 /// The refusals known at the CONNECT: a head over the limit, and an authority no API of the
 /// identified app could allow. Without an app yet, the inner requests are identified
 /// (Referer, header) and judged one by one.
-fn judge(req: &Request<Incoming>, conn: &ConnInfo, tunnel: &TunnelInfo) -> Option<Response<Body>> {
+fn judge(
+    req: &Request<Incoming>,
+    conn: &ConnInfo,
+    tunnel: &TunnelInfo,
+    app: Option<&AppConfig>,
+) -> Option<Response<Body>> {
     let shared = &conn.shared;
     let (host, port) = (&tunnel.host, tunnel.port);
     let meta = |url: &str| {
@@ -154,8 +165,7 @@ fn judge(req: &Request<Incoming>, conn: &ConnInfo, tunnel: &TunnelInfo) -> Optio
     if host == certpage::CERT_HOST {
         return None;
     }
-    let config = shared.config();
-    let app = policy::identify_app(&config, &hints(conn, tunnel))?;
+    let app = app?;
     let verdict = policy::judge_connect(app, conn.client.ip(), host, port, shared.switches());
     let Verdict::Refuse(refusal) = verdict else {
         return None;

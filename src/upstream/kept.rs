@@ -74,6 +74,23 @@ impl Sender {
 }
 
 impl KeptConn {
+    fn new(
+        sender: Sender,
+        upstream: Arc<Upstream>,
+        strict: bool,
+        host: &str,
+        port: u16,
+        place: Place,
+    ) -> KeptConn {
+        KeptConn {
+            sender,
+            upstream,
+            strict,
+            authority: authority(host, port),
+            _place: place,
+        }
+    }
+
     /// Made for these clients and this authority.
     fn made_for(&self, upstream: &Arc<Upstream>, strict: bool, host: &str, port: u16) -> bool {
         self.strict == strict
@@ -197,13 +214,7 @@ impl Kept {
         let sender = open(upstream, strict, host, port)
             .await
             .map_err(SendError::Connect)?;
-        let kept = KeptConn {
-            sender,
-            upstream: upstream.clone(),
-            strict,
-            authority: authority(host, port),
-            _place: place,
-        };
+        let kept = KeptConn::new(sender, upstream.clone(), strict, host, port, place);
         match self.send_on(kept, req).await {
             Ok(response) => Ok(response),
             Err(Unsent(_)) => Err(SendError::Connect(ConnectError::upstream(
@@ -258,13 +269,8 @@ impl Kept {
                 debug!("upstream connection opened ahead timed out");
                 return;
             };
-            let kept = opened.map(|sender| KeptConn {
-                sender,
-                authority: authority(&host, port),
-                upstream,
-                strict,
-                _place: place,
-            });
+            let kept =
+                opened.map(|sender| KeptConn::new(sender, upstream, strict, &host, port, place));
             // The tunnel may be gone already: the connection (and its place) goes with it.
             let _ = tx.send(kept);
         });
