@@ -279,7 +279,8 @@ pub(crate) fn admit<'c>(
     let mut arrived = Arrived::read(req, conn, config, target);
     match arrived.verdict(conn, target) {
         Ok((app, api, instance)) => {
-            let link = (arrived.marks)
+            let link = arrived
+                .marks
                 .ours(arrived.req.headers(), NETWORK_HEADER)
                 .and_then(|name| conn.shared.instances.link_for(name))
                 .map_or_else(|| instance.link(), Arc::new);
@@ -312,7 +313,8 @@ impl<'c> Arrived<'c> {
         let websocket = headers::is_websocket_upgrade(req.headers());
         let marks = Marks::of(req.headers());
         // Non-ASCII bytes are judged too (rule 1 refuses them with their own text).
-        let hint = (marks.sandbox)
+        let hint = marks
+            .sandbox
             .then(|| req.headers().get(URL_HEADER))
             .flatten()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -420,7 +422,8 @@ impl<'c> Arrived<'c> {
         let kind = policy::webview_kind(
             self.marks.ours(h, API_HEADER),
             get_str(h, USER_AGENT),
-            (self.marks.sec_fetch)
+            self.marks
+                .sec_fetch
                 .then(|| get_str(h, SEC_FETCH_DEST))
                 .flatten(),
             self.marks.sec_fetch,
@@ -515,7 +518,8 @@ fn identify<'c>(
     let hints = AppHints {
         proxy_authorization: get_str(h, PROXY_AUTHORIZATION),
         tunnel_user: tunnel.and_then(|t| t.proxy_user.as_deref()),
-        appid_header: (marks.ours(h, APPID_HEADER))
+        appid_header: marks
+            .ours(h, APPID_HEADER)
             .or_else(|| tunnel.and_then(|t| t.appid_header.as_deref())),
         referer: get_str(h, REFERER),
         client: conn.client.ip(),

@@ -155,7 +155,8 @@ impl Plan {
     fn of(a: &Admitted<'_>) -> Plan {
         let h = &a.head.headers;
         let preflight = policy::is_preflight(a.head.method.as_str(), a.marks.cors_preflight);
-        let arraybuffer = (a.marks)
+        let arraybuffer = a
+            .marks
             .ours(h, RESPONSE_TYPE_HEADER)
             .is_some_and(|v| v.eq_ignore_ascii_case("arraybuffer"));
         Plan {
