@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::checks::{certificate_checks, webpki_checks, Check};
+pub(crate) use super::provider;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -155,10 +156,6 @@ impl std::fmt::Display for AuditFailure {
 }
 
 impl std::error::Error for AuditFailure {}
-
-pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 impl UpstreamTls {
     /// System roots plus the PEM files of `upstream.trust`.

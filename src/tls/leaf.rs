@@ -67,7 +67,7 @@ impl LeafCache {
     pub fn new(ca: &CertificateAuthority, capacity: usize) -> Result<Self, CaError> {
         let invalid = |e: &dyn std::fmt::Display| CaError::Invalid(format!("leaf key: {e}"));
         let leaf_key = KeyPair::generate().map_err(|e| invalid(&e))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = super::provider();
         let signer = provider
             .key_provider
             .load_private_key(PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()))
@@ -79,6 +79,8 @@ impl LeafCache {
             .with_no_client_auth()
             .with_cert_resolver(placeholder);
         base.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // The proxy's suite order, not the client's: see [`super::provider`].
+        base.ignore_client_order = true;
         Ok(LeafCache {
             ca_cert: CertificateDer::from(ca.cert_der().to_vec()),
             leaf_key,
