@@ -3,12 +3,14 @@
 //! the refusal style, and rules 1-5. What passes is an [`Admitted`] call that every later
 //! stage uses; nothing is parsed twice.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::header::{
     HeaderName, HeaderValue, ACCESS_CONTROL_REQUEST_METHOD, CONTENT_TYPE, ORIGIN,
     PROXY_AUTHORIZATION, REFERER, USER_AGENT,
 };
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
@@ -45,33 +47,38 @@ pub const NETWORK_HEADER: HeaderName = HeaderName::from_static("x-wxsandbox-netw
 /// `Sec-Fetch-Dest` (not among http's constants).
 const SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
 
-/// Where a request goes: scheme, host, port, path; and whether the port was written.
+/// Where a request goes: scheme, host, port, path; and whether the port was written. A
+/// tunnel's calls borrow what its CONNECT said (host, parsed URL, Host header), made once.
 #[derive(Debug, Clone)]
-pub(crate) struct Target {
+pub(crate) struct Target<'c> {
     tls: bool,
     /// Normalised (see [`policy::normalize_target_host`]); IPv6 literals keep their brackets.
-    pub host: String,
+    pub host: Cow<'c, str>,
     pub port: u16,
     explicit_port: bool,
-    path_and_query: String,
+    path_and_query: PathAndQuery,
     /// A tunnel's `https://host[:port]`, parsed at its CONNECT.
-    parsed: Option<CallUrl>,
+    parsed: Option<&'c CallUrl>,
+    /// `host[:port]` as the upstream Host header names it (the port when not the scheme's).
+    pub host_header: Option<Cow<'c, HeaderValue>>,
 }
 
-impl Target {
-    pub fn of(req: &Request<Incoming>, conn: &ConnInfo) -> Result<Target, Response<Body>> {
+impl<'c> Target<'c> {
+    pub fn of(req: &Request<Incoming>, conn: &'c ConnInfo) -> Result<Self, Response<Body>> {
         let path_and_query = req
             .uri()
             .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         if let Some(tunnel) = &conn.tunnel {
             return Ok(Target {
                 tls: true,
-                host: tunnel.host.clone(),
+                host: Cow::Borrowed(&tunnel.host),
                 port: tunnel.port,
                 explicit_port: tunnel.port != 443,
                 path_and_query,
-                parsed: tunnel.call_url.clone(),
+                parsed: tunnel.call_url.as_ref(),
+                host_header: tunnel.host_header.as_ref().map(Cow::Borrowed),
             });
         }
         let bad = |message| Err(answer::status_only(StatusCode::BAD_REQUEST, message));
@@ -85,10 +92,12 @@ impl Target {
         let Some(host) = policy::normalize_target_host(authority.host()) else {
             return bad("the request's host is not a valid host name");
         };
+        let port = authority.port_u16().unwrap_or(80);
         Ok(Target {
             tls: false,
-            host,
-            port: authority.port_u16().unwrap_or(80),
+            host_header: host_header(&host, port, false).map(Cow::Owned),
+            host: Cow::Owned(host),
+            port,
             explicit_port: authority.port().is_some(),
             path_and_query,
             parsed: None,
@@ -99,31 +108,27 @@ impl Target {
     pub fn url(&self, websocket: bool) -> String {
         use std::fmt::Write as _;
         let scheme = self.scheme(websocket);
-        let mut url = String::with_capacity(
-            scheme.len() + 3 + self.host.len() + 6 + self.path_and_query.len(),
-        );
+        let path = self.path_and_query.as_str();
+        let mut url = String::with_capacity(scheme.len() + 3 + self.host.len() + 6 + path.len());
         url.push_str(scheme);
         url.push_str("://");
         url.push_str(&self.host);
         if self.explicit_port {
             let _ = write!(url, ":{}", self.port);
         }
-        url.push_str(&self.path_and_query);
+        url.push_str(path);
         url
     }
 
     /// [`Target::url`] as parsed for the policy: a tunnel's was parsed at its CONNECT.
-    fn parsed_url(&self, websocket: bool) -> Option<CallUrl> {
-        match &self.parsed {
-            Some(tunnel) => Some(CallUrl {
-                scheme: if websocket {
-                    Scheme::Wss
-                } else {
-                    Scheme::Https
-                },
+    fn parsed_url(&self, websocket: bool) -> Option<Cow<'c, CallUrl>> {
+        match self.parsed {
+            Some(tunnel) if !websocket => Some(Cow::Borrowed(tunnel)),
+            Some(tunnel) => Some(Cow::Owned(CallUrl {
+                scheme: Scheme::Wss,
                 ..tunnel.clone()
-            }),
-            None => policy::parse_url(&self.url(websocket)),
+            })),
+            None => policy::parse_url(&self.url(websocket)).map(Cow::Owned),
         }
     }
 
@@ -146,23 +151,26 @@ impl Target {
         ))
     }
 
-    /// `host[:port]` as a Host header names it (the port when it is not the scheme's).
-    pub fn authority(&self) -> String {
-        let default = if self.tls { 443 } else { 80 };
-        if self.port == default {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-
     /// The absolute URI the upstream client dials.
     pub fn upstream_uri(&self) -> Result<Uri, http::Error> {
         let scheme = if self.tls { "https" } else { "http" };
         Ok(Uri::try_from(format!(
             "{scheme}://{}:{}{}",
-            self.host, self.port, self.path_and_query
+            self.host,
+            self.port,
+            self.path_and_query.as_str()
         ))?)
+    }
+}
+
+/// `host[:port]` as a Host header names it (the port when it is not the scheme's); `None` for
+/// a name no header can hold.
+pub(crate) fn host_header(host: &str, port: u16, tls: bool) -> Option<HeaderValue> {
+    let default = if tls { 443 } else { 80 };
+    if port == default {
+        HeaderValue::from_str(host).ok()
+    } else {
+        HeaderValue::try_from(format!("{host}:{port}")).ok()
     }
 }
 
@@ -274,7 +282,7 @@ pub(crate) fn admit<'c>(
     req: Request<Incoming>,
     conn: &ConnInfo,
     config: &'c Config,
-    target: &Target,
+    target: &Target<'_>,
 ) -> Result<Admitted<'c>, Box<Refused>> {
     let mut arrived = Arrived::read(req, conn, config, target);
     match arrived.verdict(conn, target) {
@@ -309,7 +317,12 @@ struct Arrived<'c> {
 }
 
 impl<'c> Arrived<'c> {
-    fn read(req: Request<Incoming>, conn: &ConnInfo, config: &'c Config, target: &Target) -> Self {
+    fn read(
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        config: &'c Config,
+        target: &Target<'_>,
+    ) -> Self {
         let websocket = headers::is_websocket_upgrade(req.headers());
         let marks = Marks::of(req.headers());
         // Non-ASCII bytes are judged too (rule 1 refuses them with their own text).
@@ -348,7 +361,7 @@ impl<'c> Arrived<'c> {
     }
 
     /// Rules 1-5, in order; the API is known from the app on.
-    fn verdict(&mut self, conn: &ConnInfo, target: &Target) -> Result<Verdicted<'c>, Refusal> {
+    fn verdict(&mut self, conn: &ConnInfo, target: &Target<'_>) -> Result<Verdicted<'c>, Refusal> {
         let guess = if self.websocket {
             Api::ConnectSocket
         } else {
@@ -371,7 +384,13 @@ impl<'c> Arrived<'c> {
             return Ok(admitted);
         }
         let parsed = self.parsed_url(target);
-        let api = detect(&self.req, app, parsed.as_ref(), self.websocket, self.marks);
+        let api = detect(
+            &self.req,
+            app,
+            parsed.as_deref(),
+            self.websocket,
+            self.marks,
+        );
         self.meta.api = api.as_str();
         if let Some(hint) = &self.hint {
             check_hint(hint, target, self.websocket, api)?;
@@ -383,7 +402,7 @@ impl<'c> Arrived<'c> {
             method: self.req.method().as_str(),
         };
         if let Verdict::Refuse(refusal) =
-            policy::judge_parsed(app, &call, parsed.as_ref(), conn.shared.switches())
+            policy::judge_parsed(app, &call, parsed.as_deref(), conn.shared.switches())
         {
             return Err(refusal);
         }
@@ -403,9 +422,9 @@ impl<'c> Arrived<'c> {
 
     /// The URL as judged, parsed once, here (a tunnel's at its CONNECT), for the API's
     /// detection and rules 1-4.
-    fn parsed_url(&self, target: &Target) -> Option<CallUrl> {
+    fn parsed_url<'t>(&self, target: &Target<'t>) -> Option<Cow<'t, CallUrl>> {
         match &self.hint {
-            Some(hint) => policy::parse_url(hint),
+            Some(hint) => policy::parse_url(hint).map(Cow::Owned),
             None => target.parsed_url(self.websocket),
         }
     }
@@ -415,7 +434,7 @@ impl<'c> Arrived<'c> {
     fn webview(
         &mut self,
         conn: &ConnInfo,
-        target: &Target,
+        target: &Target<'_>,
         app: &'c AppConfig,
     ) -> Result<Option<Verdicted<'c>>, Refusal> {
         let h = self.req.headers();
@@ -562,7 +581,7 @@ fn style_of(
 
 /// `X-Wxsandbox-Url` may only say how the real target was written: same scheme family, host
 /// and port. An unparsable hint is judged as it is (rule 1 refuses it with its own text).
-fn check_hint(hint: &str, target: &Target, websocket: bool, api: Api) -> Result<(), Refusal> {
+fn check_hint(hint: &str, target: &Target<'_>, websocket: bool, api: Api) -> Result<(), Refusal> {
     let Some(parsed) = policy::parse_url(hint) else {
         return Ok(());
     };

@@ -98,6 +98,20 @@ pub(crate) struct Deadlines {
     pub idle: Duration,
 }
 
+impl Deadlines {
+    /// An HTTP/1.1 connection's: between calls, the next head must come within `first` (the
+    /// head timeout), and the connection goes after `idle` at the latest. A client reads no
+    /// answer before its head is whole, so this is the head deadline, kept by the connection's
+    /// one timer: hyper's `header_read_timeout` does the same with a timer armed and dropped
+    /// for every request (a boxed sleep in the timer wheel per call).
+    pub fn http1(self) -> Deadlines {
+        Deadlines {
+            first: self.first,
+            idle: self.idle.min(self.first),
+        }
+    }
+}
+
 /// How long a connection asked to shut down gracefully (idle, shutdown) may take.
 const GRACEFUL_WAIT: Duration = Duration::from_secs(2);
 

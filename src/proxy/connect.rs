@@ -53,6 +53,7 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
     let proxy_authorization = get_str(h, http::header::PROXY_AUTHORIZATION);
     let tunnel = TunnelInfo {
         call_url: policy::tunnel_url(&host, port),
+        host_header: crate::proxy::admit::host_header(&host, port, true),
         host,
         port,
         proxy_user: proxy_authorization.and_then(policy::proxy_user),

@@ -11,7 +11,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use http::header::{HOST, REFERER};
-use http::HeaderValue;
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
@@ -73,7 +72,7 @@ pub(crate) fn call(
 async fn run(
     mut a: Box<Admitted<'_>>,
     conn: &ConnInfo,
-    target: &Target,
+    target: &Target<'_>,
     busy: ActivityGuard,
 ) -> Result<Response<Body>, Box<Refused>> {
     let uri = upstream_uri(&mut a, conn, target)?;
@@ -131,7 +130,7 @@ async fn run(
 fn upstream_uri(
     a: &mut Admitted<'_>,
     conn: &ConnInfo,
-    target: &Target,
+    target: &Target<'_>,
 ) -> Result<Uri, Box<Refused>> {
     if keeps(conn, a.version).is_some() && !a.websocket {
         return Ok(kept::origin_form(&a.head.uri));
@@ -343,7 +342,7 @@ fn finish_now(mut live: Live, body: Body) -> Body {
 
 /// Rewrite an admitted request for the upstream: absolute URI, HTTP/1.1 semantics (ALPN decides
 /// h2 upstream), no hop-by-hop or sandbox headers, the platform's Referer.
-fn prepare_upstream_request(a: &mut Admitted<'_>, uri: Uri, target: &Target) {
+fn prepare_upstream_request(a: &mut Admitted<'_>, uri: Uri, target: &Target<'_>) {
     let (app, websocket, sandbox_headers) = (a.app, a.websocket, a.marks.sandbox);
     let head = &mut a.head;
     let from_h2 = head.version == Version::HTTP_2;
@@ -362,7 +361,7 @@ fn prepare_upstream_request(a: &mut Admitted<'_>, uri: Uri, target: &Target) {
     h.insert(REFERER, app.referer.clone());
     // The host the call was judged for, not the one the client wrote: a shared server (a CDN)
     // picks its site by Host, so a client's own would take the call to a host no list allows.
-    if let Ok(host) = HeaderValue::try_from(target.authority()) {
-        h.insert(HOST, host);
+    if let Some(host) = &target.host_header {
+        h.insert(HOST, host.as_ref().clone());
     }
 }

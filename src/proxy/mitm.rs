@@ -58,9 +58,7 @@ where
         // reads `res.header` by name, as production gives it); hyper lower-cases them.
         .preserve_header_case(true)
         .title_case_headers(true)
-        .max_buf_size(HYPER_HEADER_BUFFER)
-        .timer(TokioTimer::new())
-        .header_read_timeout(deadlines.first);
+        .max_buf_size(HYPER_HEADER_BUFFER);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -70,6 +68,8 @@ where
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(connection);
     let graceful = |c: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+    // HTTP/1.1's head deadline is the connection's (no timer armed per request by hyper).
+    let deadlines = if h2 { deadlines } else { deadlines.http1() };
     conn::drive(connection, graceful, &activity, deadlines, &token).await;
 }
 

@@ -83,6 +83,8 @@ pub(crate) struct TunnelInfo {
     pub appid_header: Option<String>,
     /// `https://host[:port]` as parsed for the policy, once for every call in the tunnel.
     pub call_url: Option<crate::policy::CallUrl>,
+    /// `host[:port]`, the Host header of every call in the tunnel.
+    pub host_header: Option<http::HeaderValue>,
 }
 
 /// Accept clients until shutdown. Connections from outside `proxy.clients` are closed at once;

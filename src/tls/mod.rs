@@ -52,6 +52,9 @@ mod tests {
         let tls12_first = ours
             .iter()
             .find(|s| !matches!(s, CipherSuite::TLS13_AES_128_GCM_SHA256) && prefers(**s));
-        assert!(tls12_first.is_some(), "a TLS 1.2 AES-128-GCM suite is offered");
+        assert!(
+            tls12_first.is_some(),
+            "a TLS 1.2 AES-128-GCM suite is offered"
+        );
     }
 }
