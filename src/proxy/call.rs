@@ -23,6 +23,7 @@ use crate::calllog::{Headers, Outcome, Record};
 use crate::instances::{CallCut, CutBy, Instance, NetCut};
 use crate::policy::{Api, Refusal};
 use crate::proxy::conn::ActivityGuard;
+use crate::proxy::quiet::{self, Quiet};
 use crate::state::Shared;
 use crate::web::body::{Body, BoxError};
 
@@ -249,7 +250,8 @@ pub(crate) fn net_refusal(cut: NetCut, api: Api, url: &str) -> Refusal {
 /// cut futures per call, shared by every wait (queue, upstream, decoding) and then by the
 /// watchdog.
 pub(crate) struct Clock {
-    deadline: Pin<Box<Sleep>>,
+    /// Looked at only once elapsed: a call's future is polled at each wake of its task.
+    deadline: Pin<Box<Quiet<Sleep, fn(Pin<&mut Sleep>) -> bool>>>,
     cut: Option<CallCut>,
 }
 
@@ -258,7 +260,7 @@ impl Clock {
     /// don't cut (a CORS preflight).
     pub fn new(deadline: Instant, instance: Option<Arc<Instance>>) -> Self {
         Clock {
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline: Box::pin(quiet::sleep(tokio::time::sleep_until(deadline))),
             cut: instance.map(|i| i.call_cut()),
         }
     }

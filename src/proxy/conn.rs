@@ -16,6 +16,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::proxy::quiet;
+
 /// A client connection's place under `proxy.max_connections`, held by every part of it (the
 /// outer connection, its tunnel, the intercepted connection inside).
 #[derive(Debug)]
@@ -137,12 +139,12 @@ pub(crate) async fn drive<C, E>(
                 }
                 return;
             }
-            () = activity.close.cancelled() => {
+            () = quiet::cancelled(&activity.close) => {
                 debug!("client connection closed: a call on it was cut");
                 return;
             }
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep_until(wake) => {
+            () = quiet::cancelled(shutdown) => break,
+            () = quiet::sleep(tokio::time::sleep_until(wake)) => {
                 // Still idle at its deadline (a call may have started or ended meanwhile).
                 if activity
                     .deadline(deadlines.first, deadlines.idle)

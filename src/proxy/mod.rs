@@ -32,6 +32,7 @@ pub mod decode;
 pub mod forward;
 pub mod headers;
 mod mitm;
+mod quiet;
 mod refuse;
 pub mod rewind;
 mod shape;
