@@ -23,7 +23,7 @@ use crate::calllog::{Headers, Outcome, Record};
 use crate::instances::{CallCut, CutBy, Instance, NetCut};
 use crate::policy::{Api, Refusal};
 use crate::proxy::conn::ActivityGuard;
-use crate::proxy::quiet::{self, Quiet};
+use crate::proxy::quiet::{self, QuietSleep};
 use crate::state::Shared;
 use crate::web::body::{Body, BoxError};
 
@@ -251,7 +251,7 @@ pub(crate) fn net_refusal(cut: NetCut, api: Api, url: &str) -> Refusal {
 /// watchdog.
 pub(crate) struct Clock {
     /// Looked at only once elapsed: a call's future is polled at each wake of its task.
-    deadline: Pin<Box<Quiet<Sleep, fn(Pin<&mut Sleep>) -> bool>>>,
+    deadline: Pin<Box<QuietSleep>>,
     cut: Option<CallCut>,
 }
 

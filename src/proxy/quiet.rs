@@ -58,8 +58,11 @@ pub(crate) fn cancelled(
     }
 }
 
+/// A [`Sleep`] looked at only once elapsed.
+pub(crate) type QuietSleep = Quiet<Sleep, fn(Pin<&mut Sleep>) -> bool>;
+
 /// `sleep`, polled only once it has elapsed.
-pub(crate) fn sleep(sleep: Sleep) -> Quiet<Sleep, fn(Pin<&mut Sleep>) -> bool> {
+pub(crate) fn sleep(sleep: Sleep) -> QuietSleep {
     Quiet {
         wait: sleep,
         fired: |s: Pin<&mut Sleep>| s.is_elapsed(),
