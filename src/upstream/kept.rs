@@ -56,6 +56,9 @@ struct KeptConn {
     strict: bool,
     /// Where it goes (parsed once): HTTP/2 requests name it.
     authority: Authority,
+    /// The same, as compared at every call (an `Authority` parses its host at each look).
+    host: Box<str>,
+    port: u16,
     _place: Place,
 }
 
@@ -87,6 +90,8 @@ impl KeptConn {
             upstream,
             strict,
             authority: authority(host, port),
+            host: host.into(),
+            port,
             _place: place,
         }
     }
@@ -95,8 +100,8 @@ impl KeptConn {
     fn made_for(&self, upstream: &Arc<Upstream>, strict: bool, host: &str, port: u16) -> bool {
         self.strict == strict
             && Arc::ptr_eq(&self.upstream, upstream)
-            && self.authority.host() == host
-            && self.authority.port_u16() == Some(port)
+            && self.port == port
+            && *self.host == *host
     }
 }
 
