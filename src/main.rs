@@ -12,13 +12,15 @@ use wxsandbox::shutdown::DRAIN_GRACE;
 use wxsandbox::tls::ca::{CaOrigin, CertificateAuthority};
 use wxsandbox::{telemetry, StartError};
 
-/// The process's heap: mimalloc. A call allocates about 70 small blocks (hyper's header maps,
+/// The process's heap: jemalloc. A call allocates about 70 small blocks (hyper's header maps,
 /// rustls' records, the call's record) and frees them within microseconds; glibc's malloc spent
-/// about 11% of the proxy's instructions on them, mimalloc's thread-local free lists a third
-/// of that (issue #11, `scripts/instructions.sh`). The library and its tests keep the system
-/// allocator: only the binary chooses.
+/// about 11% of the proxy's instructions on them, jemalloc's thread caches less than half of that
+/// (issue #11, `scripts/instructions.sh`). Built without "cache-oblivious" placement, which gives
+/// every large block a page of padding: with it, 1,000 idle tunnels took 40 KiB each instead of
+/// 36 (`scripts/memory.sh`). mimalloc was faster still by a little, but took 48 KiB a tunnel.
+/// The library and its tests keep the system allocator: only the binary chooses.
 #[global_allocator]
-static HEAP: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static HEAP: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Exit status for a config the proxy can't run with (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
