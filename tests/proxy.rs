@@ -462,13 +462,7 @@ async fn silent_and_idle_connections_are_closed_at_their_deadlines() {
         "h2 without a request"
     );
     // Idle keep-alive after a request, HTTP/1.1 and HTTP/2.
-    let mut tls = tls_via_tunnel(&proxy, API_HOST, "").await;
-    tls.write_all(format!("GET / HTTP/1.1\r\nHost: {API_HOST}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tls.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut tls = tunnel_after_one_get(&proxy).await;
     assert!(
         closed_within(&mut tls, Duration::from_secs(2)).await,
         "idle HTTP/1.1"
@@ -486,6 +480,18 @@ async fn silent_and_idle_connections_are_closed_at_their_deadlines() {
     );
 }
 
+/// An HTTP/1.1 connection in a tunnel to the API host, with one GET answered 200 on it.
+async fn tunnel_after_one_get(proxy: &TestProxy) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut tls = tls_via_tunnel(proxy, API_HOST, "").await;
+    tls.write_all(format!("GET / HTTP/1.1\r\nHost: {API_HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tls.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    tls
+}
+
 /// Hardening 3: on a kept-alive HTTP/1.1 connection inside a tunnel, the next request's head
 /// has the head deadline (500 ms), not the idle one (5 s): a head trickled after a call, then
 /// stopped, closes the connection at the head deadline, and a silent one too.
@@ -494,13 +500,7 @@ async fn a_later_head_on_a_kept_alive_connection_has_the_head_deadline() {
     let (proxy, _backend, _ca) =
         setup_with("header_timeout_ms: 500, idle_timeout_ms: 5000", None).await;
     for partial in [&b"GET / HTTP/1.1\r\nHost: "[..], &b""[..]] {
-        let mut tls = tls_via_tunnel(&proxy, API_HOST, "").await;
-        tls.write_all(format!("GET / HTTP/1.1\r\nHost: {API_HOST}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 1024];
-        let n = tls.read(&mut buf).await.unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        let mut tls = tunnel_after_one_get(&proxy).await;
         tls.write_all(partial).await.unwrap();
         assert!(
             closed_within(&mut tls, Duration::from_millis(2500)).await,

@@ -1,6 +1,6 @@
 //! Waits that rarely end (a cancellation, a far deadline), polled again only when they may have.
 //!
-//! `select!` (and [`crate::proxy::call::Race`]) poll every branch each time their task wakes,
+//! `select!` (and a call's race against its clock) poll every branch each time their task wakes,
 //! and a connection's task wakes several times per call, for its sockets. A cancellation
 //! token's wait takes a lock and a walk of its waiters at every poll, a sleep a look into the
 //! timer; the event itself is rare. [`Quiet`] asks a cheap question first (`fired`: is the
