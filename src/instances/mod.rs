@@ -408,7 +408,15 @@ pub struct Instances {
     app_profiles: Mutex<HashMap<String, String>>,
     /// The loss rolls' random state (splitmix64).
     rng: AtomicU64,
+    /// Bumped after instances may have been removed (a reconfigure): a [`LastInstance`] kept
+    /// from before is not used again.
+    generation: AtomicU64,
 }
+
+/// The instance a connection's last call ran in, for its next call (a connection's calls are
+/// one app's on one client, almost always): no lookup in the shared map per call.
+#[derive(Debug, Default)]
+pub struct LastInstance(Mutex<Option<(u64, Arc<Instance>)>>);
 
 impl Instances {
     pub fn new(config: &Config) -> Self {
@@ -420,6 +428,7 @@ impl Instances {
             network: std::sync::RwLock::new(config.network.clone()),
             app_profiles: Mutex::new(HashMap::new()),
             rng: AtomicU64::new(config.network.seed.unwrap_or_else(clock_seed)),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -556,6 +565,29 @@ impl Instances {
         Ok(instance.clone())
     }
 
+    /// [`Instances::get`], through the connection's `last` instance when it is still the one.
+    ///
+    /// # Errors
+    /// `appid` is not configured.
+    pub fn get_via(
+        &self,
+        last: &LastInstance,
+        appid: &str,
+        client: IpAddr,
+    ) -> Result<Arc<Instance>, UnknownApp> {
+        // Read before the lookup: a reconfigure after it makes what is kept here stale.
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut kept = last.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((g, instance)) = kept.as_ref() {
+            if *g == generation && instance.client == client && instance.appid == appid {
+                return Ok(instance.clone());
+            }
+        }
+        let instance = self.get(appid, client)?;
+        *kept = Some((generation, instance.clone()));
+        Ok(instance)
+    }
+
     /// Send the app (or only its instance on `client`) to the background; returns how many
     /// instances were touched. Must run inside a tokio runtime (it starts the grace timers).
     ///
@@ -641,6 +673,9 @@ impl Instances {
                     || instance.phase() != Phase::Foreground
             });
         }
+        // Once the removals are done, still under the lock: a call that reads the new
+        // generation finds the map as it is after them.
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Every app with its instances, in config order.
@@ -730,5 +765,38 @@ mod tests {
             .get("wx0123456789abcdef", "127.0.0.1".parse().unwrap())
             .unwrap();
         assert_eq!(again.take_tcp(Instant::now()), full(60_000));
+    }
+
+    /// A connection's kept instance is its app's on its client, and never one a reconfigure
+    /// took out of the map: the next call gets the instance made anew (or no app at all).
+    #[test]
+    fn a_kept_instance_is_the_map_s_until_a_reconfigure() {
+        let all = instances("{requests: 10}");
+        let last = LastInstance::default();
+        let (a, b) = ("wx0123456789abcdef", "wxfedcba9876543210");
+        let here: IpAddr = "127.0.0.1".parse().unwrap();
+        let there: IpAddr = "127.0.0.2".parse().unwrap();
+        let first = all.get_via(&last, a, here).unwrap();
+        assert!(Arc::ptr_eq(&first, &all.get_via(&last, a, here).unwrap()));
+        assert!(Arc::ptr_eq(&first, &all.get(a, here).unwrap()));
+        // Another app or another client is looked up, not served from the kept one.
+        let other = all.get_via(&last, b, here).unwrap();
+        assert_eq!((other.appid.as_str(), other.client), (b, here));
+        let elsewhere = all.get_via(&last, a, there).unwrap();
+        assert_eq!((elsewhere.appid.as_str(), elsewhere.client), (a, there));
+        assert!(Arc::ptr_eq(&first, &all.get_via(&last, a, here).unwrap()));
+        // New limits: the idle instance is made anew, and the kept one is not used again.
+        let yaml = format!("apps:\n  - appid: {a}\n    limits: {{requests: 3}}\n");
+        let config = Config::from_yaml_str(&yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        all.reconfigure(&config);
+        let fresh = all.get_via(&last, a, here).unwrap();
+        assert!(!Arc::ptr_eq(&first, &fresh));
+        assert!(Arc::ptr_eq(&fresh, &all.get(a, here).unwrap()));
+        // An app taken out of the config has no instance, kept or not.
+        let _ = all.get_via(&last, b, here);
+        let yaml = format!("apps:\n  - appid: {a}\n");
+        let config = Config::from_yaml_str(&yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        all.reconfigure(&config);
+        assert!(all.get_via(&last, b, here).is_err());
     }
 }

@@ -409,7 +409,7 @@ impl<'c> Arrived<'c> {
         let instance = conn
             .shared
             .instances
-            .get(&app.appid, conn.client.ip())
+            .get_via(&conn.last_instance, &app.appid, conn.client.ip())
             .map_err(|_| policy::unknown_app(api, &self.url))?;
         self.meta.network = Some(instance.link().name.clone());
         // Rule 5; a CORS preflight is judged by rules 1-4 only (SPEC section 3, "Browsers").
@@ -470,7 +470,7 @@ impl<'c> Arrived<'c> {
         let instance = conn
             .shared
             .instances
-            .get(&app.appid, conn.client.ip())
+            .get_via(&conn.last_instance, &app.appid, conn.client.ip())
             .map_err(|_| policy::unknown_app(Api::WebView, &self.url))?;
         self.webview = true;
         Ok(Some((app, Api::WebView, instance)))

@@ -47,6 +47,7 @@ where
         activity: Arc::new(Activity::default()),
         slot: conn.slot.clone(),
         kept,
+        last_instance: Default::default(),
     });
     let token = inner.shared.shutdown.token.clone();
     let activity = inner.activity.clone();

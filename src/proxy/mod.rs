@@ -58,6 +58,8 @@ pub(crate) struct ConnInfo {
     pub slot: Arc<ConnSlot>,
     /// Inside a tunnel: the upstream connection its HTTP/1.1 calls go over.
     pub kept: Kept,
+    /// The instance its last call ran in (see [`crate::instances::Instances::get_via`]).
+    pub last_instance: crate::instances::LastInstance,
 }
 
 impl ConnInfo {
@@ -175,6 +177,7 @@ async fn serve_connection(
         activity: Arc::new(Activity::default()),
         slot,
         kept: Kept::default(),
+        last_instance: Default::default(),
     });
     let deadlines = conn.deadlines();
     let activity = conn.activity.clone();
