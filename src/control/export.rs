@@ -107,8 +107,7 @@ pub fn har_entry(r: &Entry, out: &mut Vec<u8>) {
             "".into()
         });
     let entry = HarEntry {
-        started_date_time: r
-            .ts
+        started_date_time: time::OffsetDateTime::from(r.ts)
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
         time: r.duration_ms,

@@ -6,10 +6,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::header::{
-    HeaderName, HeaderValue, ACCESS_CONTROL_REQUEST_METHOD, CONTENT_TYPE, ORIGIN,
-    PROXY_AUTHORIZATION, REFERER, USER_AGENT,
-};
+use http::header::{HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
@@ -20,10 +17,11 @@ use crate::config::{AppConfig, Config};
 use crate::instances::{Instance, Link, Phase};
 use crate::policy::{self, Api, ApiHints, AppHints, CallUrl, Refusal, Style, Verdict, WebView};
 use crate::proxy::call::{CallMeta, Clock, Cut, CutInfo};
-use crate::proxy::headers::{self, get_str, head_size};
-use crate::proxy::refuse::{self, Refused};
+use crate::proxy::headers;
+use crate::proxy::refuse::Refused;
+pub(crate) use crate::proxy::seen::Marks;
+use crate::proxy::seen::{text, Seen};
 use crate::proxy::{ConnInfo, MAX_HEADER_BYTES};
-use crate::state::Shared;
 use crate::web::answer;
 use crate::web::body::Body;
 
@@ -43,9 +41,6 @@ pub const REFUSAL_HEADER: HeaderName = HeaderName::from_static("x-wxsandbox-refu
 /// Header: this call's network profile (a preset or custom name) instead of its instance's;
 /// an unknown name is ignored.
 pub const NETWORK_HEADER: HeaderName = HeaderName::from_static("x-wxsandbox-network");
-
-/// `Sec-Fetch-Dest` (not among http's constants).
-const SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
 
 /// Where a request goes: scheme, host, port, path; and whether the port was written. A
 /// tunnel's calls borrow what its CONNECT said (host, parsed URL, Host header), made once.
@@ -204,46 +199,6 @@ pub(crate) struct Admitted<'c> {
     pub marks: Marks,
 }
 
-/// What a request's header names say, read in one pass: lookups of the sandbox's own headers
-/// are skipped when it sends none (as phones do), and the CORS and fetch marks are known.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Marks {
-    /// Some `X-Wxsandbox-*` header.
-    pub sandbox: bool,
-    /// `Access-Control-Request-Method` (a CORS preflight, with the method).
-    pub cors_preflight: bool,
-    /// Some `Sec-Fetch-*` header (a browser's fetch metadata).
-    pub sec_fetch: bool,
-}
-
-impl Marks {
-    fn of(headers: &http::HeaderMap) -> Marks {
-        let mut marks = Marks::default();
-        for name in headers.keys() {
-            if *name == ACCESS_CONTROL_REQUEST_METHOD {
-                marks.cors_preflight = true;
-                continue;
-            }
-            let name = name.as_str();
-            if name.starts_with(headers::SANDBOX_PREFIX) {
-                marks.sandbox = true;
-            } else if name.starts_with("sec-fetch-") {
-                marks.sec_fetch = true;
-            }
-        }
-        marks
-    }
-
-    /// One of the sandbox's own headers, as text (none looked up when it sent none).
-    pub fn ours<'h>(&self, headers: &'h http::HeaderMap, name: HeaderName) -> Option<&'h str> {
-        if self.sandbox {
-            get_str(headers, name)
-        } else {
-            None
-        }
-    }
-}
-
 impl Admitted<'_> {
     /// This call's refusal, on its way out (the body is kept for draining).
     pub fn refused(&mut self, refusal: Refusal) -> Box<Refused> {
@@ -314,6 +269,12 @@ struct Arrived<'c> {
     earlier_calls: u64,
     webview: bool,
     marks: Marks,
+    /// What its head's fields say, kept from the one pass over them.
+    head_bytes: usize,
+    page: WebView,
+    content_type: Option<HeaderValue>,
+    origin: Option<HeaderValue>,
+    expects_continue: bool,
 }
 
 impl<'c> Arrived<'c> {
@@ -323,8 +284,9 @@ impl<'c> Arrived<'c> {
         config: &'c Config,
         target: &Target<'_>,
     ) -> Self {
-        let websocket = headers::is_websocket_upgrade(req.headers());
-        let marks = Marks::of(req.headers());
+        let seen = Seen::of(req.headers());
+        let websocket = seen.websocket();
+        let marks = seen.marks;
         // Non-ASCII bytes are judged too (rule 1 refuses them with their own text).
         let hint = marks
             .sandbox
@@ -343,10 +305,27 @@ impl<'c> Arrived<'c> {
             req.headers(),
             req.version(),
         );
-        let app = identify(&req, conn, config, marks);
+        let h = req.headers();
+        let app = identify(&seen, h, conn, config);
         meta.appid = app.map(|a| a.id.clone());
-        let style = style_of(&req, app, &conn.shared, marks);
+        let style = policy::refusal_style(
+            marks.ours(h, REFUSAL_HEADER),
+            marks.sandbox,
+            app.and_then(|a| a.refusal),
+            conn.shared.refusal_style(),
+        );
+        let page = policy::webview_kind(
+            marks.ours(h, API_HEADER),
+            text(seen.user_agent),
+            text(seen.sec_fetch_dest),
+            marks.sec_fetch,
+        );
         Arrived {
+            head_bytes: headers::head_line_size(&req) + seen.field_bytes,
+            page,
+            content_type: seen.content_type.cloned(),
+            origin: seen.origin.cloned(),
+            expects_continue: seen.expects_continue(),
             req,
             meta,
             url,
@@ -368,12 +347,11 @@ impl<'c> Arrived<'c> {
             Api::Request
         };
         self.meta.api = guess.as_str();
-        let size = head_size(&self.req);
-        if size > MAX_HEADER_BYTES {
+        if self.head_bytes > MAX_HEADER_BYTES {
             return Err(Refusal::head_too_large(
                 guess,
                 &self.url,
-                size,
+                self.head_bytes,
                 MAX_HEADER_BYTES,
             ));
         }
@@ -384,13 +362,13 @@ impl<'c> Arrived<'c> {
             return Ok(admitted);
         }
         let parsed = self.parsed_url(target);
-        let api = detect(
-            &self.req,
-            app,
-            parsed.as_deref(),
-            self.websocket,
-            self.marks,
-        );
+        let hints = ApiHints {
+            is_websocket_upgrade: self.websocket,
+            api_header: self.marks.ours(self.req.headers(), API_HEADER),
+            method: self.req.method().as_str(),
+            content_type: text(self.content_type.as_ref()),
+        };
+        let api = policy::detect_api_parsed(app, &hints, parsed.as_deref());
         self.meta.api = api.as_str();
         if let Some(hint) = &self.hint {
             check_hint(hint, target, self.websocket, api)?;
@@ -437,16 +415,7 @@ impl<'c> Arrived<'c> {
         target: &Target<'_>,
         app: &'c AppConfig,
     ) -> Result<Option<Verdicted<'c>>, Refusal> {
-        let h = self.req.headers();
-        let kind = policy::webview_kind(
-            self.marks.ours(h, API_HEADER),
-            get_str(h, USER_AGENT),
-            self.marks
-                .sec_fetch
-                .then(|| get_str(h, SEC_FETCH_DEST))
-                .flatten(),
-            self.marks.sec_fetch,
-        );
+        let kind = self.page;
         // Only an app with business domains can have a web-view page: for the others, what
         // claims to be a page's own request is judged as the API call it is (the marks are the
         // client's to send, so they must not lift the request lists of an app without pages).
@@ -477,13 +446,14 @@ impl<'c> Arrived<'c> {
     }
 
     fn admitted(
-        mut self,
+        self,
         app: &'c AppConfig,
         api: Api,
         instance: Arc<Instance>,
         link: Arc<Link>,
     ) -> Admitted<'c> {
-        self.meta.network = Some(link.name.clone());
+        let mut meta = self.meta;
+        meta.network = Some(link.name.clone());
         let timeout_header = self.marks.ours(self.req.headers(), TIMEOUT_HEADER);
         let timeout = policy::call_timeout(timeout_header, app, api);
         let preflight = policy::is_preflight(self.req.method().as_str(), self.marks.cors_preflight);
@@ -491,17 +461,17 @@ impl<'c> Arrived<'c> {
         let (head, body) = self.req.into_parts();
         Admitted {
             version: head.version,
-            expects_continue: refuse::expects_continue(&head.headers),
-            origin: head.headers.get(ORIGIN).cloned(),
+            expects_continue: self.expects_continue,
+            origin: self.origin,
             head,
             body: Some(body),
             app,
             api,
             url: self.url,
             style: self.style,
-            clock: Clock::new(self.meta.arrival + timeout, cut_by),
+            clock: Clock::new(meta.arrival + timeout, cut_by),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-            meta: self.meta,
+            meta,
             instance,
             link,
             websocket: self.websocket,
@@ -514,8 +484,8 @@ impl<'c> Arrived<'c> {
     fn refuse(self, refusal: Refusal) -> Box<Refused> {
         Box::new(Refused {
             version: self.req.version(),
-            expects_continue: refuse::expects_continue(self.req.headers()),
-            origin: self.req.headers().get(ORIGIN).cloned(),
+            expects_continue: self.expects_continue,
+            origin: self.origin,
             body: Some(self.req.into_body()),
             meta: self.meta,
             refusal,
@@ -527,56 +497,23 @@ impl<'c> Arrived<'c> {
 
 /// The app of a request: its own headers first, then what its tunnel's CONNECT said.
 fn identify<'c>(
-    req: &Request<Incoming>,
+    seen: &Seen<'_>,
+    h: &http::HeaderMap,
     conn: &ConnInfo,
     config: &'c Config,
-    marks: Marks,
 ) -> Option<&'c AppConfig> {
-    let h = req.headers();
     let tunnel = conn.tunnel.as_ref();
     let hints = AppHints {
-        proxy_authorization: get_str(h, PROXY_AUTHORIZATION),
+        proxy_authorization: text(seen.proxy_authorization),
         tunnel_user: tunnel.and_then(|t| t.proxy_user.as_deref()),
-        appid_header: marks
+        appid_header: seen
+            .marks
             .ours(h, APPID_HEADER)
             .or_else(|| tunnel.and_then(|t| t.appid_header.as_deref())),
-        referer: get_str(h, REFERER),
+        referer: text(seen.referer),
         client: conn.client.ip(),
     };
     policy::identify_app(config, &hints)
-}
-
-/// The API a request stands for.
-fn detect(
-    req: &Request<Incoming>,
-    app: &AppConfig,
-    url: Option<&CallUrl>,
-    websocket: bool,
-    marks: Marks,
-) -> Api {
-    let h = req.headers();
-    let hints = ApiHints {
-        is_websocket_upgrade: websocket,
-        api_header: marks.ours(h, API_HEADER),
-        method: req.method().as_str(),
-        content_type: get_str(h, CONTENT_TYPE),
-    };
-    policy::detect_api_parsed(app, &hints, url)
-}
-
-/// The refusal style of a request (call header, then app, then global).
-fn style_of(
-    req: &Request<Incoming>,
-    app: Option<&AppConfig>,
-    shared: &Shared,
-    marks: Marks,
-) -> Style {
-    policy::refusal_style(
-        marks.ours(req.headers(), REFUSAL_HEADER),
-        marks.sandbox,
-        app.and_then(|a| a.refusal),
-        shared.refusal_style(),
-    )
 }
 
 /// `X-Wxsandbox-Url` may only say how the real target was written: same scheme family, host
@@ -597,62 +534,4 @@ fn check_hint(hint: &str, target: &Target<'_>, websocket: bool, api: Api) -> Res
         None => target.url(websocket),
     };
     Err(Refusal::hint_mismatch(api, hint, &shown))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(names: &[&'static str]) -> http::HeaderMap {
-        let mut h = http::HeaderMap::new();
-        for name in names {
-            h.append(*name, HeaderValue::from_static("x"));
-        }
-        h
-    }
-
-    /// One pass over the names says what the later lookups would find.
-    #[test]
-    fn marks_say_what_the_names_carry() {
-        for (names, sandbox, cors, fetch) in [
-            (&["host", "user-agent", "referer"][..], false, false, false),
-            (&["x-wxsandbox-timeout"], true, false, false),
-            (&["X-Wxsandbox-Url", "accept"], true, false, false),
-            (
-                &["access-control-request-method", "origin"],
-                false,
-                true,
-                false,
-            ),
-            (&["sec-fetch-mode", "sec-fetch-dest"], false, false, true),
-            (
-                &[
-                    "x-wxsandbox-api",
-                    "access-control-request-method",
-                    "sec-fetch-site",
-                ],
-                true,
-                true,
-                true,
-            ),
-            // Near misses.
-            (
-                &["x-wxsandbox", "sec-fetch", "access-control-request-headers"],
-                false,
-                false,
-                false,
-            ),
-        ] {
-            let h = headers(names);
-            let m = Marks::of(&h);
-            assert_eq!(
-                (m.sandbox, m.cors_preflight, m.sec_fetch),
-                (sandbox, cors, fetch),
-                "{names:?}"
-            );
-            // A sandbox header is found exactly when one was sent.
-            let found = m.ours(&h, TIMEOUT_HEADER).is_some();
-            assert_eq!(found, h.contains_key(TIMEOUT_HEADER), "{names:?}");
-        }
-    }
 }

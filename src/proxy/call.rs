@@ -31,7 +31,7 @@ use crate::web::body::{Body, BoxError};
 #[derive(Debug, Clone)]
 pub(crate) struct CallMeta {
     pub id: u64,
-    pub ts: time::OffsetDateTime,
+    pub ts: std::time::SystemTime,
     pub arrival: Instant,
     pub appid: Option<Arc<str>>,
     pub client: IpAddr,
@@ -55,7 +55,7 @@ impl CallMeta {
         version: http::Version,
     ) -> Self {
         // Formatted only when served (/api/log, /api/har): calls outnumber reads.
-        let ts = time::OffsetDateTime::now_utc();
+        let ts = std::time::SystemTime::now();
         CallMeta {
             id: shared.log.next_id(),
             ts,

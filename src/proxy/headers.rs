@@ -119,16 +119,20 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 /// About how many bytes a request head took: the request line and every `name: value\r\n`.
 /// The same count for HTTP/1.1 and HTTP/2, so one limit means the same everywhere.
 pub fn head_size<B>(req: &http::Request<B>) -> usize {
-    let uri = req.uri();
-    let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
-        + uri.authority().map_or(0, |a| a.as_str().len())
-        + uri.path_and_query().map_or(1, |p| p.as_str().len());
-    let line = req.method().as_str().len() + uri_len + 12;
     req.headers()
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
-        + line
+        + head_line_size(req)
+}
+
+/// [`head_size`]'s share of the request line.
+pub fn head_line_size<B>(req: &http::Request<B>) -> usize {
+    let uri = req.uri();
+    let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |p| p.as_str().len());
+    req.method().as_str().len() + uri_len + 12
 }
 
 /// `Content-Length`, when there is exactly one and it is a number.

@@ -35,6 +35,7 @@ mod mitm;
 mod quiet;
 mod refuse;
 pub mod rewind;
+mod seen;
 mod shape;
 mod tunnel;
 mod ws;

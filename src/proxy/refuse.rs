@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, EXPECT};
+use http::header::HeaderValue;
 use http::{Response, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -107,13 +107,6 @@ async fn fail(pending: Option<Incoming>, refusal: Refusal) -> Result<Response<Bo
     Err(Box::new(TransportFail(refusal.errmsg)))
 }
 
-/// Whether a request carries `Expect: 100-continue` (its body has not been sent yet).
-pub fn expects_continue(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(EXPECT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
-}
 
 /// Read and discard a body, bounded in bytes and time.
 pub async fn drain(mut body: Incoming) {
