@@ -117,32 +117,31 @@ pub struct Record {
 pub struct Headers(Vec<u8>);
 
 impl Headers {
-    /// Capture `map` as kept.
+    /// Capture `map` as kept: the fields are walked once into a list on the stack (when there
+    /// are at most [`STACK_FIELDS`], as phones send), sized, then copied into one buffer.
     pub fn capture(map: &http::HeaderMap) -> Headers {
         let total = map.len();
         if total == 0 {
             return Headers::default();
         }
-        let wanted: usize = map
-            .iter()
-            .take(MAX_HEADERS)
-            .map(|(n, v)| {
-                n.as_str().len().min(MAX_HEADER_NAME_BYTES)
-                    + v.len().min(MAX_HEADER_VALUE_BYTES + 40)
-                    + 2
-            })
-            .sum();
-        let mut buf = Vec::with_capacity(wanted + if total > MAX_HEADERS { 48 } else { 0 });
-        for (name, value) in map.iter().take(MAX_HEADERS) {
-            push_clipped(&mut buf, name.as_str().as_bytes(), MAX_HEADER_NAME_BYTES);
-            buf.push(b'\n');
-            // By name, not text: the four are standard names (no string compared per header).
-            if REDACTED_NAMES.contains(name) {
-                buf.extend_from_slice(b"<redacted>");
-            } else {
-                push_clipped(&mut buf, value.as_bytes(), MAX_HEADER_VALUE_BYTES);
+        let marker = if total > MAX_HEADERS { 48 } else { 0 };
+        let mut stack: [Field<'_>; STACK_FIELDS] = [(&[], &[]); STACK_FIELDS];
+        let mut buf;
+        if total <= STACK_FIELDS {
+            for (slot, (name, value)) in stack.iter_mut().zip(map) {
+                *slot = field(name, value);
             }
-            buf.push(b'\n');
+            let fields = &stack[..total];
+            buf = Vec::with_capacity(fields.iter().map(room).sum::<usize>() + marker);
+            for pair in fields {
+                push_pair(&mut buf, pair);
+            }
+        } else {
+            let fields = || map.iter().take(MAX_HEADERS).map(|(n, v)| field(n, v));
+            buf = Vec::with_capacity(fields().map(|f| room(&f)).sum::<usize>() + marker);
+            for pair in fields() {
+                push_pair(&mut buf, &pair);
+            }
         }
         if total > MAX_HEADERS {
             buf.extend_from_slice(TRUNCATED_HEADERS_NAME.as_bytes());
@@ -212,6 +211,44 @@ impl Serialize for Headers {
         }
         seq.end()
     }
+}
+
+/// Fields a capture lists on the stack; more are walked twice instead.
+const STACK_FIELDS: usize = 32;
+
+/// A field as kept: its name, and its value or `<redacted>`.
+type Field<'a> = (&'a [u8], &'a [u8]);
+
+const REDACTED_VALUE: &[u8] = b"<redacted>";
+
+fn field<'a>(name: &'a http::HeaderName, value: &'a http::HeaderValue) -> Field<'a> {
+    let text = name.as_str().as_bytes();
+    // By name, not text: the four are standard names, and their lengths tell most others apart.
+    let redacted = matches!(text.len(), 6 | 10 | 13 | 19) && REDACTED_NAMES.contains(name);
+    (text, if redacted { REDACTED_VALUE } else { value.as_bytes() })
+}
+
+/// The bytes a field takes once kept (a clipped part takes its marker instead of the rest).
+fn room((name, value): &Field<'_>) -> usize {
+    // The marker says how many bytes were cut: under 40 for any length a head can have.
+    let kept = |len: usize, max: usize| if len <= max { len } else { max + 40 };
+    kept(name.len(), MAX_HEADER_NAME_BYTES) + kept(value.len(), MAX_HEADER_VALUE_BYTES) + 2
+}
+
+fn push_pair(buf: &mut Vec<u8>, (name, value): &Field<'_>) {
+    push_line(buf, name, MAX_HEADER_NAME_BYTES);
+    push_line(buf, value, MAX_HEADER_VALUE_BYTES);
+}
+
+/// `bytes` (clipped to `max`) and a line feed.
+#[inline]
+fn push_line(buf: &mut Vec<u8>, bytes: &[u8], max: usize) {
+    if bytes.len() <= max {
+        buf.extend_from_slice(bytes);
+    } else {
+        push_clipped(buf, bytes, max);
+    }
+    buf.push(b'\n');
 }
 
 /// Append `bytes` cut to at most `max` (at a UTF-8 boundary when the cut falls in a sequence)
@@ -856,6 +893,66 @@ mod tests {
         let json: serde_json::Value = serde_json::to_value(&**e).unwrap();
         assert_eq!(json["errMsg"], "request:fail url not in domain list");
         assert!(json.get("request_headers").is_none());
+    }
+
+    /// A capture is the fields in order, each clipped and redacted as the rules say, for any
+    /// count (on the stack, walked twice, cut at MAX_HEADERS), in one buffer of the size it
+    /// needs: an oracle written from the rules, not from the code.
+    #[test]
+    fn a_capture_keeps_each_field_in_order_in_one_exact_buffer() {
+        for count in [1, 2, 31, 32, 33, 99, 100, 101, 150] {
+            let mut map = http::HeaderMap::new();
+            for i in 0..count {
+                let (name, value) = match i % 5 {
+                    0 => ("cookie", format!("c{i}")),
+                    1 => ("x-long", "v".repeat(MAX_HEADER_VALUE_BYTES + 7)),
+                    2 => ("accept", format!("text/{i}")),
+                    3 => ("set-cookie", String::new()),
+                    _ => ("x-same", format!("{i}")),
+                };
+                map.append(
+                    http::HeaderName::from_static(name),
+                    http::HeaderValue::try_from(value).unwrap(),
+                );
+            }
+            // HeaderMap groups repeated names after their first: the order the capture sees.
+            let seen: Vec<(String, String)> = map
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+                .collect();
+            assert_eq!(seen.len(), count);
+            let headers = Headers::capture(&map);
+            let kept: Vec<(String, String)> = headers
+                .iter()
+                .map(|(n, v)| (String::from_utf8_lossy(n).into(), String::from_utf8_lossy(v).into()))
+                .collect();
+            assert_eq!(kept.len(), count.min(MAX_HEADERS) + usize::from(count > MAX_HEADERS));
+            for ((name, value), (kept_name, kept_value)) in seen.iter().take(MAX_HEADERS).zip(&kept) {
+                assert_eq!(name, kept_name, "{count}");
+                match name.as_str() {
+                    "cookie" | "set-cookie" => assert_eq!(kept_value, "<redacted>"),
+                    "x-long" => assert_eq!(
+                        *kept_value,
+                        format!("{}…[truncated 7 bytes]", "v".repeat(MAX_HEADER_VALUE_BYTES))
+                    ),
+                    _ => assert_eq!(kept_value, value),
+                }
+            }
+            if count > MAX_HEADERS {
+                let (name, value) = kept.last().unwrap();
+                assert_eq!(name, TRUNCATED_HEADERS_NAME);
+                assert_eq!(*value, format!("[truncated {} headers]", count - MAX_HEADERS));
+            }
+            // Sized before it was filled: no growth, no more room than the marker's.
+            assert!(headers.0.capacity() >= headers.0.len(), "{count}");
+            assert!(headers.0.capacity() <= headers.0.len() + 48 + count * 40, "{count}: {} {}", headers.0.capacity(), headers.0.len());
+        }
+        let mut map = http::HeaderMap::new();
+        map.append("a", http::HeaderValue::from_static("1"));
+        map.append("authorization", http::HeaderValue::from_static("x"));
+        let unclipped = Headers::capture(&map);
+        assert_eq!(unclipped.0, b"a\n1\nauthorization\n<redacted>\n");
+        assert_eq!(unclipped.0.capacity(), unclipped.0.len());
     }
 
     #[test]

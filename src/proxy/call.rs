@@ -410,22 +410,32 @@ pub(crate) enum Ready {
 /// Read what of `body` is there already (at most two frames), without waiting for more.
 pub(crate) fn read_ready(body: &mut Body) -> Ready {
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    let mut frames = VecDeque::new();
-    for _ in 0..2 {
-        match Pin::new(&mut *body).poll_frame(&mut cx) {
-            Poll::Ready(None) => return whole(frames),
-            Poll::Ready(Some(Ok(frame))) => {
-                frames.push_back(Ok(frame));
-                if body.is_end_stream() {
-                    return whole(frames);
-                }
+    // The usual small response: one data frame, and the body ends with it (no queue made).
+    let first = match Pin::new(&mut *body).poll_frame(&mut cx) {
+        Poll::Ready(None) => return Ready::Whole(Bytes::new()),
+        Poll::Ready(Some(Ok(frame))) => frame,
+        Poll::Ready(Some(Err(e))) => return Ready::Started(VecDeque::from([Err(e)])),
+        Poll::Pending => return Ready::Started(VecDeque::new()),
+    };
+    let first = match first.into_data() {
+        Ok(data) if body.is_end_stream() => return Ready::Whole(data),
+        Ok(data) => Frame::data(data),
+        Err(frame) => frame,
+    };
+    let mut frames = VecDeque::from([Ok(first)]);
+    if body.is_end_stream() {
+        return whole(frames);
+    }
+    match Pin::new(&mut *body).poll_frame(&mut cx) {
+        Poll::Ready(None) => return whole(frames),
+        Poll::Ready(Some(Ok(frame))) => {
+            frames.push_back(Ok(frame));
+            if body.is_end_stream() {
+                return whole(frames);
             }
-            Poll::Ready(Some(Err(e))) => {
-                frames.push_back(Err(e));
-                break;
-            }
-            Poll::Pending => break,
         }
+        Poll::Ready(Some(Err(e))) => frames.push_back(Err(e)),
+        Poll::Pending => {}
     }
     Ready::Started(frames)
 }

@@ -115,10 +115,11 @@ async fn run(
         permit,
         body: body::empty(),
         replay: VecDeque::new(),
+        // The length hyper framed the body by (a Content-Length it obeys), or the decoder's.
         expected: if plan.head_only {
             Some(0)
         } else {
-            headers::content_length(response.headers())
+            http_body::Body::size_hint(response.body()).exact()
         },
         activity: busy,
     };

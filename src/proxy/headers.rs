@@ -44,21 +44,24 @@ pub const SANDBOX_PREFIX: &str = "x-wxsandbox-";
 /// Remove hop-by-hop headers, plus every header that `Connection` names. `Upgrade` is kept only
 /// for a WebSocket handshake (`keep_upgrade`), with `Connection: upgrade` restored.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One look at each name: which of them the message carries (most carry none, responses
-    // often `Connection: keep-alive` alone), so only those are removed.
+    // One look at each field: which hop-by-hop names the message carries (most carry none,
+    // responses often `Connection: keep-alive` alone), so only those are removed, and whether
+    // a `Connection` names other fields (the usual options, keep-alive and close, name none).
     let mut carried = 0u16;
-    for name in headers.keys() {
+    let mut names_fields = false;
+    for (name, value) in headers.iter() {
         // Most names have a length no hop-by-hop name has: one shift rejects them.
         if (HOP_BY_HOP_LENGTHS >> name.as_str().len().min(63)) & 1 == 0 {
             continue;
         }
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             carried |= 1 << i;
+            names_fields |= i == 0 && connection_names_fields(value);
         } else if name == header::UPGRADE {
             carried |= 1 << HOP_BY_HOP.len();
         }
     }
-    if carried & 1 != 0 {
+    if names_fields {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -86,6 +89,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else if carried & (1 << HOP_BY_HOP.len()) != 0 {
         headers.remove(header::UPGRADE);
     }
+}
+
+/// Does a `Connection` value list anything but the `keep-alive` and `close` options (a field
+/// to remove with it)? Read as bytes, in place; a `true` sends [`strip_hop_by_hop`] the long way.
+fn connection_names_fields(value: &HeaderValue) -> bool {
+    value.as_bytes().split(|b| *b == b',').any(|token| {
+        let token = token.trim_ascii();
+        !token.is_empty()
+            && !token.eq_ignore_ascii_case(b"keep-alive")
+            && !token.eq_ignore_ascii_case(b"close")
+    })
 }
 
 /// Remove every `X-Wxsandbox-*` header.
@@ -133,16 +147,6 @@ pub fn head_line_size<B>(req: &http::Request<B>) -> usize {
         + uri.authority().map_or(0, |a| a.as_str().len())
         + uri.path_and_query().map_or(1, |p| p.as_str().len());
     req.method().as_str().len() + uri_len + 12
-}
-
-/// `Content-Length`, when there is exactly one and it is a number.
-pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    let first = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    first.to_str().ok()?.trim().parse().ok()
 }
 
 /// A header as a string, when it is one.
@@ -212,6 +216,41 @@ mod tests {
         h.insert("x-kept", HeaderValue::from_static("yes"));
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    /// The usual options alone (any case, spaces, empty items, repeated fields) name no field
+    /// and are removed with their `Connection`; a name among them, in any field, still goes.
+    #[test]
+    fn connection_options_alone_name_nothing() {
+        for (values, named) in [
+            (&["keep-alive"][..], false),
+            (&["Keep-Alive"], false),
+            (&[" close , "], false),
+            (&["keep-alive", "close"], false),
+            (&[""], false),
+            (&["keep-alive", "x-named"], true),
+            (&["close, X-Named"], true),
+            (&["keep-alivex"], true),
+        ] {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::CONNECTION, HeaderValue::from_static(v));
+            }
+            let connection_values: Vec<_> = h.get_all(header::CONNECTION).iter().cloned().collect();
+            assert_eq!(
+                connection_values.iter().any(connection_names_fields),
+                named,
+                "{values:?}"
+            );
+            h.insert("x-named", HeaderValue::from_static("1"));
+            h.insert("keep-alivex", HeaderValue::from_static("1"));
+            h.insert("x-kept", HeaderValue::from_static("yes"));
+            strip_hop_by_hop(&mut h, false);
+            assert!(!h.contains_key(header::CONNECTION), "{values:?}");
+            assert!(h.contains_key("x-kept"), "{values:?}");
+            let gone = !h.contains_key("x-named") || !h.contains_key("keep-alivex");
+            assert_eq!(gone, named, "{values:?}: {h:?}");
+        }
     }
 
     #[test]

@@ -5,6 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -52,26 +55,35 @@ where
     let token = inner.shared.shutdown.token.clone();
     let activity = inner.activity.clone();
     let service = service_fn(move |req| forward::call(req, inner.clone()));
-    let mut builder = auto::Builder::new(StreamExecutor);
-    builder
-        .http1()
+    let io = TokioIo::new(tls);
+    if h2 {
+        let mut builder = auto::Builder::new(StreamExecutor);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(HYPER_HEADER_BUFFER).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(H2_PING_INTERVAL))
+            .keep_alive_timeout(H2_PING_TIMEOUT);
+        let connection = builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(connection);
+        let graceful = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+        conn::drive(connection, graceful, &activity, deadlines, &token).await;
+        return;
+    }
+    // ALPN chose HTTP/1.1 (or nothing): hyper's HTTP/1.1 server itself, without the version
+    // sniffing (and the rewinding reader on every read) of the automatic one.
+    let connection = http1::Builder::new()
         // A response's header names reach the client as the server wrote them (a mini program
         // reads `res.header` by name, as production gives it); hyper lower-cases them.
         .preserve_header_case(true)
         .title_case_headers(true)
-        .max_buf_size(HYPER_HEADER_BUFFER);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(HYPER_HEADER_BUFFER).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(H2_PING_INTERVAL))
-        .keep_alive_timeout(H2_PING_TIMEOUT);
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+        .max_buf_size(HYPER_HEADER_BUFFER)
+        .serve_connection(io, service)
+        .with_upgrades();
     tokio::pin!(connection);
-    let graceful = |c: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+    let graceful = |c: Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
     // HTTP/1.1's head deadline is the connection's (no timer armed per request by hyper).
-    let deadlines = if h2 { deadlines } else { deadlines.http1() };
-    conn::drive(connection, graceful, &activity, deadlines, &token).await;
+    conn::drive(connection, graceful, &activity, deadlines.http1(), &token).await;
 }
 
 /// The ClientHello, a leaf for its SNI (or the CONNECT host), the handshake.
