@@ -117,30 +117,37 @@ pub struct Record {
 pub struct Headers(Vec<u8>);
 
 impl Headers {
-    /// Capture `map` as kept: the fields are walked once into a list on the stack (when there
-    /// are at most [`STACK_FIELDS`], as phones send), sized, then copied into one buffer.
+    /// Capture `map` as kept: one walk over the fields sizes the buffer (and tells whether
+    /// any is to be clipped, which phones' never are), a second copies them in.
     pub fn capture(map: &http::HeaderMap) -> Headers {
         let total = map.len();
         if total == 0 {
             return Headers::default();
         }
+        let fields = || map.iter().take(MAX_HEADERS).map(|(n, v)| field(n, v));
+        let (mut room, mut clipped) = (0, false);
+        for (name, value) in fields() {
+            room += name.len() + value.len() + 2;
+            clipped |= name.len() > MAX_HEADER_NAME_BYTES || value.len() > MAX_HEADER_VALUE_BYTES;
+        }
+        if clipped {
+            room = fields().map(|f| room_clipped(&f)).sum();
+        }
         let marker = if total > MAX_HEADERS { 48 } else { 0 };
-        let mut stack: [Field<'_>; STACK_FIELDS] = [(&[], &[]); STACK_FIELDS];
-        let mut buf;
-        if total <= STACK_FIELDS {
-            for (slot, (name, value)) in stack.iter_mut().zip(map) {
-                *slot = field(name, value);
-            }
-            let fields = &stack[..total];
-            buf = Vec::with_capacity(fields.iter().map(room).sum::<usize>() + marker);
-            for pair in fields {
-                push_pair(&mut buf, pair);
+        let mut buf = Vec::with_capacity(room + marker);
+        if clipped {
+            for (name, value) in fields() {
+                push_clipped(&mut buf, name, MAX_HEADER_NAME_BYTES);
+                buf.push(b'\n');
+                push_clipped(&mut buf, value, MAX_HEADER_VALUE_BYTES);
+                buf.push(b'\n');
             }
         } else {
-            let fields = || map.iter().take(MAX_HEADERS).map(|(n, v)| field(n, v));
-            buf = Vec::with_capacity(fields().map(|f| room(&f)).sum::<usize>() + marker);
-            for pair in fields() {
-                push_pair(&mut buf, &pair);
+            for (name, value) in fields() {
+                buf.extend_from_slice(name);
+                buf.push(b'\n');
+                buf.extend_from_slice(value);
+                buf.push(b'\n');
             }
         }
         if total > MAX_HEADERS {
@@ -213,9 +220,6 @@ impl Serialize for Headers {
     }
 }
 
-/// Fields a capture lists on the stack; more are walked twice instead.
-const STACK_FIELDS: usize = 32;
-
 /// A field as kept: its name, and its value or `<redacted>`.
 type Field<'a> = (&'a [u8], &'a [u8]);
 
@@ -228,27 +232,12 @@ fn field<'a>(name: &'a http::HeaderName, value: &'a http::HeaderValue) -> Field<
     (text, if redacted { REDACTED_VALUE } else { value.as_bytes() })
 }
 
-/// The bytes a field takes once kept (a clipped part takes its marker instead of the rest).
-fn room((name, value): &Field<'_>) -> usize {
+/// The bytes a field takes once kept, when some part is clipped (it takes its marker
+/// instead of the rest).
+fn room_clipped((name, value): &Field<'_>) -> usize {
     // The marker says how many bytes were cut: under 40 for any length a head can have.
     let kept = |len: usize, max: usize| if len <= max { len } else { max + 40 };
     kept(name.len(), MAX_HEADER_NAME_BYTES) + kept(value.len(), MAX_HEADER_VALUE_BYTES) + 2
-}
-
-fn push_pair(buf: &mut Vec<u8>, (name, value): &Field<'_>) {
-    push_line(buf, name, MAX_HEADER_NAME_BYTES);
-    push_line(buf, value, MAX_HEADER_VALUE_BYTES);
-}
-
-/// `bytes` (clipped to `max`) and a line feed.
-#[inline]
-fn push_line(buf: &mut Vec<u8>, bytes: &[u8], max: usize) {
-    if bytes.len() <= max {
-        buf.extend_from_slice(bytes);
-    } else {
-        push_clipped(buf, bytes, max);
-    }
-    buf.push(b'\n');
 }
 
 /// Append `bytes` cut to at most `max` (at a UTF-8 boundary when the cut falls in a sequence)

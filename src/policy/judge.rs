@@ -81,7 +81,8 @@ pub fn judge_parsed(
             url.scheme.as_str()
         ));
     }
-    if api.is_http() && !METHODS.contains(&call.method.to_ascii_uppercase().as_str()) {
+    // Compared without case, in place (no upper-case copy per call).
+    if api.is_http() && !METHODS.iter().any(|m| m.eq_ignore_ascii_case(call.method)) {
         return refuse(
             400,
             600009,
@@ -95,7 +96,7 @@ pub fn judge_parsed(
         );
     }
     // Rule 2.
-    if url.host == Host::Name(FORBIDDEN_HOST.to_owned()) {
+    if matches!(&url.host, Host::Name(host) if host == FORBIDDEN_HOST) {
         return refuse(403, 600002, not_in_list(name), Rule::ForbiddenHost,
             "api.weixin.qq.com can't be called from a mini program (not even in debug mode): call it from your server".to_owned());
     }

@@ -48,19 +48,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // responses often `Connection: keep-alive` alone), so only those are removed, and whether
     // a `Connection` names other fields (the usual options, keep-alive and close, name none).
     let mut carried = 0u16;
-    let mut names_fields = false;
-    for (name, value) in headers.iter() {
+    for name in headers.keys() {
         // Most names have a length no hop-by-hop name has: one shift rejects them.
         if (HOP_BY_HOP_LENGTHS >> name.as_str().len().min(63)) & 1 == 0 {
             continue;
         }
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             carried |= 1 << i;
-            names_fields |= i == 0 && connection_names_fields(value);
         } else if name == header::UPGRADE {
             carried |= 1 << HOP_BY_HOP.len();
         }
     }
+    let names_fields = carried & 1 != 0
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(connection_names_fields);
     if names_fields {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
