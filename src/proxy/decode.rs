@@ -60,27 +60,27 @@ struct TextType<'a> {
 }
 
 /// Is this a text or JSON type (see the module doc), and which charset does it declare?
+/// Read as bytes, in place: every response's type is looked at, and most are not text.
 fn text_type(content_type: &str) -> Option<TextType<'_>> {
-    let mut parts = content_type.split(';');
-    // Compared without case, in place (no lower-case copy made per response).
-    let (top, sub) = parts.next()?.trim().split_once('/')?;
-    let is = |s: &str, want: &str| s.eq_ignore_ascii_case(want);
-    let ends = |s: &str, want: &str| {
-        s.len() >= want.len()
-            && s.is_char_boundary(s.len() - want.len())
-            && is(&s[s.len() - want.len()..], want)
+    let bytes = content_type.as_bytes();
+    let end = bytes.iter().position(|&b| b == b';').unwrap_or(bytes.len());
+    let essence = bytes[..end].trim_ascii();
+    let slash = essence.iter().position(|&b| b == b'/')?;
+    let (top, sub) = (&essence[..slash], &essence[slash + 1..]);
+    let ends = |want: &[u8]| {
+        sub.len() >= want.len() && sub[sub.len() - want.len()..].eq_ignore_ascii_case(want)
     };
-    let is_text = is(top, "text")
-        || (is(top, "application")
-            && (["json", "javascript", "x-javascript", "ecmascript", "xml"]
+    let is_text = top.eq_ignore_ascii_case(b"text")
+        || (top.eq_ignore_ascii_case(b"application")
+            && ([&b"json"[..], b"javascript", b"x-javascript", b"ecmascript", b"xml"]
                 .iter()
-                .any(|w| is(sub, w))
-                || ends(sub, "+json")
-                || ends(sub, "+xml")));
+                .any(|w| sub.eq_ignore_ascii_case(w))
+                || ends(b"+json")
+                || ends(b"+xml")));
     if !is_text {
         return None;
     }
-    let charset = parts.find_map(|p| {
+    let charset = content_type[end..].split(';').find_map(|p| {
         let (k, v) = p.split_once('=')?;
         k.trim()
             .eq_ignore_ascii_case("charset")

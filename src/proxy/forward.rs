@@ -344,7 +344,8 @@ fn finish_now(mut live: Live, body: Body) -> Body {
 /// Rewrite an admitted request for the upstream: absolute URI, HTTP/1.1 semantics (ALPN decides
 /// h2 upstream), no hop-by-hop or sandbox headers, the platform's Referer.
 fn prepare_upstream_request(a: &mut Admitted<'_>, uri: Uri, target: &Target<'_>) {
-    let (app, websocket, sandbox_headers) = (a.app, a.websocket, a.marks.sandbox);
+    let (app, websocket, sandbox_headers, expect) =
+        (a.app, a.websocket, a.marks.sandbox, a.marks.expect);
     let head = &mut a.head;
     let from_h2 = head.version == Version::HTTP_2;
     head.uri = uri;
@@ -358,7 +359,9 @@ fn prepare_upstream_request(a: &mut Admitted<'_>, uri: Uri, target: &Target<'_>)
         headers::join_cookies(h);
     }
     // hyper answers the client's `Expect: 100-continue` itself when the body is first read.
-    h.remove(http::header::EXPECT);
+    if expect {
+        h.remove(http::header::EXPECT);
+    }
     h.insert(REFERER, app.referer.clone());
     // The host the call was judged for, not the one the client wrote: a shared server (a CDN)
     // picks its site by Host, so a client's own would take the call to a host no list allows.

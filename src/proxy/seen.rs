@@ -21,6 +21,8 @@ pub(crate) struct Marks {
     pub cors_preflight: bool,
     /// Some `Sec-Fetch-*` header (a browser's fetch metadata).
     pub sec_fetch: bool,
+    /// An `Expect` header (hyper answers `100-continue` itself; none goes upstream).
+    pub expect: bool,
 }
 
 impl Marks {
@@ -73,6 +75,7 @@ impl<'h> Seen<'h> {
             } else if *name == ORIGIN {
                 &mut seen.origin
             } else if *name == EXPECT {
+                seen.marks.expect = true;
                 &mut seen.expect
             } else if *name == UPGRADE {
                 &mut seen.upgrade
@@ -252,6 +255,7 @@ mod tests {
             assert_eq!(line + seen.field_bytes, headers::head_size(&req), "{pairs:?}");
             assert_eq!(seen.websocket(), headers::is_websocket_upgrade(&h), "{pairs:?}");
             assert_eq!(seen.expects_continue(), expects_continue(&h), "{pairs:?}");
+            assert_eq!(seen.marks.expect, h.contains_key(EXPECT), "{pairs:?}");
         }
         // The cases above are not all alike: the answers differ between them.
         let h = fields(cases[2]);
