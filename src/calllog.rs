@@ -229,7 +229,14 @@ fn field<'a>(name: &'a http::HeaderName, value: &'a http::HeaderValue) -> Field<
     let text = name.as_str().as_bytes();
     // By name, not text: the four are standard names, and their lengths tell most others apart.
     let redacted = matches!(text.len(), 6 | 10 | 13 | 19) && REDACTED_NAMES.contains(name);
-    (text, if redacted { REDACTED_VALUE } else { value.as_bytes() })
+    (
+        text,
+        if redacted {
+            REDACTED_VALUE
+        } else {
+            value.as_bytes()
+        },
+    )
 }
 
 /// The bytes a field takes once kept, when some part is clipped (it takes its marker
@@ -913,10 +920,19 @@ mod tests {
             let headers = Headers::capture(&map);
             let kept: Vec<(String, String)> = headers
                 .iter()
-                .map(|(n, v)| (String::from_utf8_lossy(n).into(), String::from_utf8_lossy(v).into()))
+                .map(|(n, v)| {
+                    (
+                        String::from_utf8_lossy(n).into(),
+                        String::from_utf8_lossy(v).into(),
+                    )
+                })
                 .collect();
-            assert_eq!(kept.len(), count.min(MAX_HEADERS) + usize::from(count > MAX_HEADERS));
-            for ((name, value), (kept_name, kept_value)) in seen.iter().take(MAX_HEADERS).zip(&kept) {
+            assert_eq!(
+                kept.len(),
+                count.min(MAX_HEADERS) + usize::from(count > MAX_HEADERS)
+            );
+            for ((name, value), (kept_name, kept_value)) in seen.iter().take(MAX_HEADERS).zip(&kept)
+            {
                 assert_eq!(name, kept_name, "{count}");
                 match name.as_str() {
                     "cookie" | "set-cookie" => assert_eq!(kept_value, "<redacted>"),
@@ -930,11 +946,19 @@ mod tests {
             if count > MAX_HEADERS {
                 let (name, value) = kept.last().unwrap();
                 assert_eq!(name, TRUNCATED_HEADERS_NAME);
-                assert_eq!(*value, format!("[truncated {} headers]", count - MAX_HEADERS));
+                assert_eq!(
+                    *value,
+                    format!("[truncated {} headers]", count - MAX_HEADERS)
+                );
             }
             // Sized before it was filled: no growth, no more room than the marker's.
             assert!(headers.0.capacity() >= headers.0.len(), "{count}");
-            assert!(headers.0.capacity() <= headers.0.len() + 48 + count * 40, "{count}: {} {}", headers.0.capacity(), headers.0.len());
+            assert!(
+                headers.0.capacity() <= headers.0.len() + 48 + count * 40,
+                "{count}: {} {}",
+                headers.0.capacity(),
+                headers.0.len()
+            );
         }
         let mut map = http::HeaderMap::new();
         map.append("a", http::HeaderValue::from_static("1"));

@@ -72,9 +72,15 @@ fn text_type(content_type: &str) -> Option<TextType<'_>> {
     };
     let is_text = top.eq_ignore_ascii_case(b"text")
         || (top.eq_ignore_ascii_case(b"application")
-            && ([&b"json"[..], b"javascript", b"x-javascript", b"ecmascript", b"xml"]
-                .iter()
-                .any(|w| sub.eq_ignore_ascii_case(w))
+            && ([
+                &b"json"[..],
+                b"javascript",
+                b"x-javascript",
+                b"ecmascript",
+                b"xml",
+            ]
+            .iter()
+            .any(|w| sub.eq_ignore_ascii_case(w))
                 || ends(b"+json")
                 || ends(b"+xml")));
     if !is_text {

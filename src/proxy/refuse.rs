@@ -107,7 +107,6 @@ async fn fail(pending: Option<Incoming>, refusal: Refusal) -> Result<Response<Bo
     Err(Box::new(TransportFail(refusal.errmsg)))
 }
 
-
 /// Read and discard a body, bounded in bytes and time.
 pub async fn drain(mut body: Incoming) {
     let read = async {

@@ -109,7 +109,8 @@ impl<'h> Seen<'h> {
 
     /// A WebSocket handshake: `Upgrade: websocket` with `Connection: upgrade`.
     pub fn websocket(&self) -> bool {
-        self.connection_upgrade && text(self.upgrade).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+        self.connection_upgrade
+            && text(self.upgrade).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
     }
 
     /// `Expect: 100-continue`.
@@ -242,18 +243,23 @@ mod tests {
                 (seen.origin, ORIGIN),
                 (seen.expect, EXPECT),
                 (seen.upgrade, UPGRADE),
-                (
-                    seen.sec_fetch_dest,
-                    HeaderName::from_static(SEC_FETCH_DEST),
-                ),
+                (seen.sec_fetch_dest, HeaderName::from_static(SEC_FETCH_DEST)),
             ] {
                 assert_eq!(field, h.get(&name), "{name} in {pairs:?}");
             }
             let mut req = http::Request::new(());
             *req.headers_mut() = h.clone();
             let line = headers::head_size(&http::Request::new(()));
-            assert_eq!(line + seen.field_bytes, headers::head_size(&req), "{pairs:?}");
-            assert_eq!(seen.websocket(), headers::is_websocket_upgrade(&h), "{pairs:?}");
+            assert_eq!(
+                line + seen.field_bytes,
+                headers::head_size(&req),
+                "{pairs:?}"
+            );
+            assert_eq!(
+                seen.websocket(),
+                headers::is_websocket_upgrade(&h),
+                "{pairs:?}"
+            );
             assert_eq!(seen.expects_continue(), expects_continue(&h), "{pairs:?}");
             assert_eq!(seen.marks.expect, h.contains_key(EXPECT), "{pairs:?}");
         }
