@@ -117,48 +117,44 @@ pub struct Record {
 pub struct Headers(Vec<u8>);
 
 impl Headers {
-    /// Capture `map` as kept: one walk over the fields sizes the buffer (and tells whether
-    /// any is to be clipped, which phones' never are), a second copies them in.
+    /// Capture `map` as kept: one walk over the fields copies them into the thread's scratch
+    /// buffer, which is then copied whole into a buffer of the exact size (one walk, not one to
+    /// size and one to copy; the scratch keeps its room between calls).
     pub fn capture(map: &http::HeaderMap) -> Headers {
         let total = map.len();
         if total == 0 {
             return Headers::default();
         }
-        let fields = || map.iter().take(MAX_HEADERS).map(|(n, v)| field(n, v));
-        let (mut room, mut clipped) = (0, false);
-        for (name, value) in fields() {
-            room += name.len() + value.len() + 2;
-            clipped |= name.len() > MAX_HEADER_NAME_BYTES || value.len() > MAX_HEADER_VALUE_BYTES;
-        }
-        if clipped {
-            room = fields().map(|f| room_clipped(&f)).sum();
-        }
-        let marker = if total > MAX_HEADERS { 48 } else { 0 };
-        let mut buf = Vec::with_capacity(room + marker);
-        if clipped {
-            for (name, value) in fields() {
-                push_clipped(&mut buf, name, MAX_HEADER_NAME_BYTES);
-                buf.push(b'\n');
-                push_clipped(&mut buf, value, MAX_HEADER_VALUE_BYTES);
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            for (name, value) in map.iter().take(MAX_HEADERS) {
+                let (name, value) = field(name, value);
+                if name.len() <= MAX_HEADER_NAME_BYTES && value.len() <= MAX_HEADER_VALUE_BYTES {
+                    buf.extend_from_slice(name);
+                    buf.push(b'\n');
+                    buf.extend_from_slice(value);
+                } else {
+                    push_clipped(buf, name, MAX_HEADER_NAME_BYTES);
+                    buf.push(b'\n');
+                    push_clipped(buf, value, MAX_HEADER_VALUE_BYTES);
+                }
                 buf.push(b'\n');
             }
-        } else {
-            for (name, value) in fields() {
-                buf.extend_from_slice(name);
+            if total > MAX_HEADERS {
+                buf.extend_from_slice(TRUNCATED_HEADERS_NAME.as_bytes());
                 buf.push(b'\n');
-                buf.extend_from_slice(value);
+                buf.extend_from_slice(
+                    format!("[truncated {} headers]", total - MAX_HEADERS).as_bytes(),
+                );
                 buf.push(b'\n');
             }
-        }
-        if total > MAX_HEADERS {
-            buf.extend_from_slice(TRUNCATED_HEADERS_NAME.as_bytes());
-            buf.push(b'\n');
-            buf.extend_from_slice(
-                format!("[truncated {} headers]", total - MAX_HEADERS).as_bytes(),
-            );
-            buf.push(b'\n');
-        }
-        Headers(buf)
+            let kept = Headers(buf.as_slice().to_vec());
+            // An unusual head's room is not kept for the usual ones.
+            if buf.capacity() > REFILL_MAX_BYTES {
+                *buf = Vec::new();
+            }
+            kept
+        })
     }
 
     /// Take `from`'s pairs in place of these, in this buffer (no allocation when it is large
@@ -239,12 +235,9 @@ fn field<'a>(name: &'a http::HeaderName, value: &'a http::HeaderValue) -> Field<
     )
 }
 
-/// The bytes a field takes once kept, when some part is clipped (it takes its marker
-/// instead of the rest).
-fn room_clipped((name, value): &Field<'_>) -> usize {
-    // The marker says how many bytes were cut: under 40 for any length a head can have.
-    let kept = |len: usize, max: usize| if len <= max { len } else { max + 40 };
-    kept(name.len(), MAX_HEADER_NAME_BYTES) + kept(value.len(), MAX_HEADER_VALUE_BYTES) + 2
+thread_local! {
+    /// Where [`Headers::capture`] writes a head before it is copied at its exact size.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Append `bytes` cut to at most `max` (at a UTF-8 boundary when the cut falls in a sequence)

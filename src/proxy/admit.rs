@@ -101,10 +101,34 @@ impl<'c> Target<'c> {
 
     /// The URL as the mini program wrote it (as far as the proxy can tell).
     pub fn url(&self, websocket: bool) -> String {
+        let mut url = String::new();
+        self.write_url(&mut url, websocket);
+        url
+    }
+
+    /// [`Target::url`], shared: written in the thread's scratch string, then copied once into
+    /// the `Arc` (no `String` made and dropped per call).
+    fn shared_url(&self, websocket: bool) -> Arc<str> {
+        thread_local! {
+            static URL: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        URL.with_borrow_mut(|url| {
+            url.clear();
+            self.write_url(url, websocket);
+            let shared = Arc::from(url.as_str());
+            // A long URL's room is not kept for the usual ones.
+            if url.capacity() > 16 * 1024 {
+                *url = String::new();
+            }
+            shared
+        })
+    }
+
+    fn write_url(&self, url: &mut String, websocket: bool) {
         use std::fmt::Write as _;
         let scheme = self.scheme(websocket);
         let path = self.path_and_query.as_str();
-        let mut url = String::with_capacity(scheme.len() + 3 + self.host.len() + 6 + path.len());
+        url.reserve(scheme.len() + 3 + self.host.len() + 6 + path.len());
         url.push_str(scheme);
         url.push_str("://");
         url.push_str(&self.host);
@@ -112,7 +136,6 @@ impl<'c> Target<'c> {
             let _ = write!(url, ":{}", self.port);
         }
         url.push_str(path);
-        url
     }
 
     /// [`Target::url`] as parsed for the policy: a tunnel's was parsed at its CONNECT.
@@ -295,7 +318,7 @@ impl<'c> Arrived<'c> {
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let url: Arc<str> = match &hint {
             Some(hint) => Arc::from(hint.as_str()),
-            None => Arc::from(target.url(websocket)),
+            None => target.shared_url(websocket),
         };
         let mut meta = CallMeta::new(
             &conn.shared,
