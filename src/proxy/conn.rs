@@ -132,7 +132,10 @@ pub(crate) async fn drive<C, E>(
     loop {
         let deadline = activity.deadline(deadlines.first, deadlines.idle);
         let wake = deadline.unwrap_or_else(|| Instant::now() + deadlines.idle);
+        // In this order, without a random start (a draw per wake): the connection is the
+        // busy branch, the others are quiet waits.
         tokio::select! {
+            biased;
             result = connection.as_mut() => {
                 if let Err(e) = result {
                     debug!(error = %e, "client connection ended with an error");

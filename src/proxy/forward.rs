@@ -14,6 +14,7 @@ use http::header::{HOST, REFERER};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::calllog::Headers;
@@ -97,8 +98,9 @@ async fn run(
     } else {
         response
     };
-    let kill = current_stream_kill().unwrap_or_else(|| conn.activity.close.clone());
-    let cut = a.cut_info(kill);
+    // The transport's kill switch is looked up only for a response that streams (a small one
+    // is over before it would be needed; a token's clone takes its lock).
+    let cut = a.cut_info_later();
     let Admitted {
         meta, link, clock, ..
     } = *a;
@@ -123,7 +125,7 @@ async fn run(
         },
         activity: busy,
     };
-    Ok(deliver(live, response, &link, clock, cut))
+    Ok(deliver(live, response, &link, clock, cut, conn))
 }
 
 /// The URI the upstream request carries: origin form over a tunnel's kept connection, else
@@ -305,7 +307,8 @@ fn deliver(
     response: Response<Body>,
     link: &Arc<Link>,
     clock: Clock,
-    cut: CutInfo,
+    cut: impl FnOnce(CancellationToken) -> CutInfo,
+    conn: &ConnInfo,
 ) -> Response<Body> {
     let (parts, body) = response.into_parts();
     if live.expected == Some(0) || http_body::Body::is_end_stream(&body) {
@@ -322,7 +325,9 @@ fn deliver(
         Ready::Started(frames) => {
             live.body = body;
             live.replay = frames;
-            Response::from_parts(parts, track(live, clock, cut))
+            // An HTTP/2 stream is reset alone; an HTTP/1.1 call's connection is closed.
+            let kill = current_stream_kill().unwrap_or_else(|| conn.activity.close.clone());
+            Response::from_parts(parts, track(live, clock, cut(kill)))
         }
     }
 }
