@@ -349,14 +349,17 @@ fn finish_now(mut live: Live, body: Body) -> Body {
 /// Rewrite an admitted request for the upstream: absolute URI, HTTP/1.1 semantics (ALPN decides
 /// h2 upstream), no hop-by-hop or sandbox headers, the platform's Referer.
 fn prepare_upstream_request(a: &mut Admitted<'_>, uri: Uri, target: &Target<'_>) {
-    let (app, websocket, sandbox_headers, expect) =
-        (a.app, a.websocket, a.marks.sandbox, a.marks.expect);
+    let (app, websocket, marks) = (a.app, a.websocket, a.marks);
+    let (sandbox_headers, expect, hop_by_hop) = (marks.sandbox, marks.expect, marks.hop_by_hop);
     let head = &mut a.head;
     let from_h2 = head.version == Version::HTTP_2;
     head.uri = uri;
     head.version = Version::HTTP_11;
     let h = &mut head.headers;
-    headers::strip_hop_by_hop(h, websocket);
+    // The one pass over the head saw whether there is anything to strip (phones send none).
+    if hop_by_hop || websocket {
+        headers::strip_hop_by_hop(h, websocket);
+    }
     if sandbox_headers {
         headers::strip_sandbox_headers(h);
     }

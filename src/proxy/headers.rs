@@ -41,6 +41,11 @@ const HOP_BY_HOP_LENGTHS: u64 = {
 /// Prefix of the headers a client uses to talk to the sandbox; never forwarded.
 pub const SANDBOX_PREFIX: &str = "x-wxsandbox-";
 
+/// Is `name` one of the hop-by-hop headers (or `Upgrade`) [`strip_hop_by_hop`] removes by name?
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::UPGRADE || HOP_BY_HOP.contains(name)
+}
+
 /// Remove hop-by-hop headers, plus every header that `Connection` names. `Upgrade` is kept only
 /// for a WebSocket handshake (`keep_upgrade`), with `Connection: upgrade` restored.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {

@@ -23,6 +23,9 @@ pub(crate) struct Marks {
     pub sec_fetch: bool,
     /// An `Expect` header (hyper answers `100-continue` itself; none goes upstream).
     pub expect: bool,
+    /// Some hop-by-hop header ([`headers::is_hop_by_hop`]): without one there is nothing to
+    /// strip before the request goes upstream.
+    pub hop_by_hop: bool,
 }
 
 impl Marks {
@@ -65,6 +68,7 @@ impl<'h> Seen<'h> {
             seen.field_bytes += name.as_str().len() + value.len() + 4;
             // Standard names compare as one byte each; the rest by their text, below.
             let slot = if *name == PROXY_AUTHORIZATION {
+                seen.marks.hop_by_hop = true;
                 &mut seen.proxy_authorization
             } else if *name == REFERER {
                 &mut seen.referer
@@ -78,14 +82,17 @@ impl<'h> Seen<'h> {
                 seen.marks.expect = true;
                 &mut seen.expect
             } else if *name == UPGRADE {
+                seen.marks.hop_by_hop = true;
                 &mut seen.upgrade
             } else if *name == CONNECTION {
+                seen.marks.hop_by_hop = true;
                 seen.connection_upgrade |= lists_upgrade(value);
                 continue;
             } else if *name == ACCESS_CONTROL_REQUEST_METHOD {
                 seen.marks.cors_preflight = true;
                 continue;
             } else {
+                seen.marks.hop_by_hop |= headers::is_hop_by_hop(name);
                 let text = name.as_str();
                 if text.starts_with(headers::SANDBOX_PREFIX) {
                     seen.marks.sandbox = true;
@@ -202,7 +209,7 @@ mod tests {
     /// `head_size`'s, and the WebSocket and 100-continue answers are the lookups' answers.
     #[test]
     fn one_pass_finds_what_each_lookup_finds() {
-        let cases: [&[(&'static str, &'static str)]; 6] = [
+        let cases: [&[(&'static str, &'static str)]; 14] = [
             &[],
             &[
                 ("host", "a.example"),
@@ -231,6 +238,18 @@ mod tests {
             // Upgrade to something else, or Connection without upgrade: not one.
             &[("connection", "upgrade"), ("upgrade", "h2c")],
             &[("connection", "upgraded"), ("upgrade", "websocket")],
+            &[("te", "trailers"), ("accept", "*/*")],
+            &[("trailer", "x")],
+            &[("transfer-encoding", "chunked")],
+            &[("proxy-authenticate", "Basic")],
+            &[("keep-alive", "timeout=5")],
+            &[("proxy-connection", "keep-alive")],
+            &[("proxy-authorization", "Basic eA==")],
+            &[
+                ("host", "a.example"),
+                ("x-keep-alive", "1"),
+                ("accept", "*/*"),
+            ],
         ];
         for pairs in cases {
             let h = fields(pairs);
@@ -262,6 +281,10 @@ mod tests {
             );
             assert_eq!(seen.expects_continue(), expects_continue(&h), "{pairs:?}");
             assert_eq!(seen.marks.expect, h.contains_key(EXPECT), "{pairs:?}");
+            // A message without the mark is one stripping leaves as it is.
+            let mut stripped = h.clone();
+            headers::strip_hop_by_hop(&mut stripped, false);
+            assert_eq!(!seen.marks.hop_by_hop, stripped == h, "{pairs:?}");
         }
         // The cases above are not all alike: the answers differ between them.
         let h = fields(cases[2]);
