@@ -53,7 +53,8 @@ impl Activity {
     pub fn begin(self: &Arc<Self>) -> ActivityGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.started.fetch_add(1, Ordering::Relaxed);
-        self.touch();
+        // No touch (a clock read): the last activity counts only with no call in flight, and
+        // the guard's drop, which ends this call, touches before it counts the call out.
         ActivityGuard(self.clone())
     }
 
