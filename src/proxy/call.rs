@@ -181,6 +181,18 @@ pub(crate) struct RequestBody {
     pub client_error: AtomicBool,
 }
 
+impl RequestBody {
+    /// Bytes the upstream read.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The client's body ended with an error.
+    pub fn client_error(&self) -> bool {
+        self.client_error.load(Ordering::Relaxed)
+    }
+}
+
 impl<B> Counted<B> {
     pub fn new(inner: B, count: Arc<RequestBody>) -> Self {
         Counted { inner, count }
@@ -339,7 +351,8 @@ pub(crate) struct Live {
     pub shared: Arc<Shared>,
     pub meta: CallMeta,
     pub end: End,
-    pub request_body: Arc<RequestBody>,
+    /// What the upstream read of the request body (none for a body known to be empty).
+    pub request_body: Option<Arc<RequestBody>>,
     /// The call's slot: released when the call ends, whoever ends it.
     pub permit: Option<OwnedSemaphorePermit>,
     /// The upstream response body (decoded); dropped with the call.
@@ -392,7 +405,7 @@ impl CallCtl {
 
 fn finish_live(mut live: Live, outcome: Outcome, refusal: Option<&Refusal>) {
     live.permit.take();
-    live.end.bytes_up = live.request_body.bytes.load(Ordering::Relaxed);
+    live.end.bytes_up = live.request_body.as_ref().map_or(0, |b| b.bytes());
     let Live {
         shared, meta, end, ..
     } = live;

@@ -91,8 +91,8 @@ async fn run(
     let permit = take_slot(&mut a, plan.preflight).await?;
     shape::travel(&mut a, &conn.shared).await?;
     let queue_ms = u64::try_from(a.meta.arrival.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let request_body = Arc::new(RequestBody::default());
-    let response = send_upstream(&mut a, conn, strict, &request_body).await?;
+    let mut request_body = None;
+    let response = send_upstream(&mut a, conn, strict, &mut request_body).await?;
     let response = if plan.decode && decode::may_decode(response.headers()) {
         decode(&mut a, response).await?
     } else {
@@ -197,13 +197,19 @@ async fn send_upstream(
     a: &mut Admitted<'_>,
     conn: &ConnInfo,
     strict: bool,
-    request_body: &Arc<RequestBody>,
+    request_body: &mut Option<Arc<RequestBody>>,
 ) -> Result<Response<Body>, Box<Refused>> {
     let Some(incoming) = a.body.take() else {
         let refusal = Refusal::hint_mismatch(a.api, "", "a request without a body");
         return Err(a.refused(refusal));
     };
-    let counted = body::boxed(Counted::new(incoming, request_body.clone()));
+    // A body known to be empty (a GET's) has nothing to count: none goes, as none came.
+    let counted = if http_body::Body::is_end_stream(&incoming) {
+        body::empty()
+    } else {
+        let count = request_body.insert(Arc::new(RequestBody::default()));
+        body::boxed(Counted::new(incoming, count.clone()))
+    };
     // The head goes upstream as it is (refusals from here on need only `a.version`).
     let head = std::mem::replace(&mut a.head, Request::new(()).into_parts().0);
     let upstream_req = Request::from_parts(head, shape::body(counted, &a.link, false));
@@ -218,7 +224,10 @@ async fn send_upstream(
             headers::strip_hop_by_hop(response.headers_mut(), false);
             Ok(response)
         }
-        Ok(Err((failure, message))) => Err(upstream_failed(a, failure, &message, request_body)),
+        Ok(Err((failure, message))) => {
+            let client_error = request_body.as_ref().is_some_and(|b| b.client_error());
+            Err(upstream_failed(a, failure, &message, client_error))
+        }
         Err(cut) => Err(a.cut(cut)),
     }
 }
@@ -286,12 +295,9 @@ fn upstream_failed(
     a: &mut Admitted<'_>,
     failure: ConnectError,
     message: &str,
-    request_body: &RequestBody,
+    client_error: bool,
 ) -> Box<Refused> {
-    if request_body
-        .client_error
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
+    if client_error {
         let refusal = Refusal::bad_request_body(a.api, &a.url, message);
         return a.refused(refusal);
     }
@@ -335,10 +341,7 @@ fn deliver(
 /// The call is over with `body` (all there): slot freed, recorded.
 fn finish_now(mut live: Live, body: Body) -> Body {
     live.permit.take();
-    live.end.bytes_up = live
-        .request_body
-        .bytes
-        .load(std::sync::atomic::Ordering::Relaxed);
+    live.end.bytes_up = live.request_body.as_ref().map_or(0, |b| b.bytes());
     let Live {
         shared, meta, end, ..
     } = live;
