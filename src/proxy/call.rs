@@ -420,14 +420,19 @@ pub(crate) enum Ready {
     Started(VecDeque<Result<Frame<Bytes>, BoxError>>),
 }
 
-/// Read what of `body` is there already (at most two frames), without waiting for more.
-pub(crate) fn read_ready(body: &mut Body) -> Ready {
+/// Read what of `body` is there already (at most two frames), without waiting for more. Any
+/// body (the upstream's own, unboxed, or a decoded one).
+pub(crate) fn read_ready<B>(body: &mut B) -> Ready
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     let mut cx = Context::from_waker(std::task::Waker::noop());
     // The usual small response: one data frame, and the body ends with it (no queue made).
     let first = match Pin::new(&mut *body).poll_frame(&mut cx) {
         Poll::Ready(None) => return Ready::Whole(Bytes::new()),
         Poll::Ready(Some(Ok(frame))) => frame,
-        Poll::Ready(Some(Err(e))) => return Ready::Started(VecDeque::from([Err(e)])),
+        Poll::Ready(Some(Err(e))) => return Ready::Started(VecDeque::from([Err(e.into())])),
         Poll::Pending => return Ready::Started(VecDeque::new()),
     };
     let first = match first.into_data() {
@@ -447,7 +452,7 @@ pub(crate) fn read_ready(body: &mut Body) -> Ready {
                 return whole(frames);
             }
         }
-        Poll::Ready(Some(Err(e))) => frames.push_back(Err(e)),
+        Poll::Ready(Some(Err(e))) => frames.push_back(Err(e.into())),
         Poll::Pending => {}
     }
     Ready::Started(frames)

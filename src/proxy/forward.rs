@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{HOST, REFERER};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -93,28 +94,57 @@ async fn run(
     let queue_ms = u64::try_from(a.meta.arrival.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut request_body = None;
     let response = send_upstream(&mut a, conn, strict, &mut request_body).await?;
-    let response = if plan.decode && decode::may_decode(response.headers()) {
-        decode(&mut a, response).await?
-    } else {
-        response
+    let calling = Calling {
+        queue_ms,
+        request_body,
+        permit,
+        busy,
     };
+    if plan.decode && decode::may_decode(response.headers()) {
+        let decoded = decode(&mut a, response.map(body::boxed)).await?;
+        return Ok(respond(*a, decoded, plan, calling, conn));
+    }
+    // The upstream's body as it is (unboxed): a small one is read whole at once.
+    Ok(respond(*a, response, plan, calling, conn))
+}
+
+/// What a call holds until its response goes out.
+struct Calling {
+    queue_ms: u64,
+    request_body: Option<Arc<RequestBody>>,
+    permit: Option<OwnedSemaphorePermit>,
+    busy: ActivityGuard,
+}
+
+/// The response head goes out; the call ends now or when its body has.
+fn respond<B>(
+    a: Admitted<'_>,
+    response: Response<B>,
+    plan: Plan,
+    calling: Calling,
+    conn: &ConnInfo,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     // The transport's kill switch is looked up only for a response that streams (a small one
     // is over before it would be needed; a token's clone takes its lock).
     let cut = a.cut_info_later();
     let Admitted {
         meta, link, clock, ..
-    } = *a;
+    } = a;
     let live = Live {
         shared: conn.shared.clone(),
         end: End {
             status: Some(response.status().as_u16()),
-            queue_ms,
+            queue_ms: calling.queue_ms,
             response_headers: Headers::capture(response.headers()),
             ..End::default()
         },
         meta,
-        request_body,
-        permit,
+        request_body: calling.request_body,
+        permit: calling.permit,
         body: body::empty(),
         replay: VecDeque::new(),
         // The length hyper framed the body by (a Content-Length it obeys), or the decoder's.
@@ -123,9 +153,9 @@ async fn run(
         } else {
             http_body::Body::size_hint(response.body()).exact()
         },
-        activity: busy,
+        activity: calling.busy,
     };
-    Ok(deliver(live, response, &link, clock, cut, conn))
+    deliver(live, response, &link, clock, cut, conn)
 }
 
 /// The URI the upstream request carries: origin form over a tunnel's kept connection, else
@@ -198,7 +228,7 @@ async fn send_upstream(
     conn: &ConnInfo,
     strict: bool,
     request_body: &mut Option<Arc<RequestBody>>,
-) -> Result<Response<Body>, Box<Refused>> {
+) -> Result<Response<Incoming>, Box<Refused>> {
     let Some(incoming) = a.body.take() else {
         let refusal = Refusal::hint_mismatch(a.api, "", "a request without a body");
         return Err(a.refused(refusal));
@@ -219,8 +249,7 @@ async fn send_upstream(
         .race(send(conn, &upstream, strict, a.version, upstream_req))
         .await
     {
-        Ok(Ok(response)) => {
-            let mut response = response.map(body::boxed);
+        Ok(Ok(mut response)) => {
             headers::strip_hop_by_hop(response.headers_mut(), false);
             Ok(response)
         }
@@ -308,32 +337,55 @@ fn upstream_failed(
 }
 
 /// Stage 3, deliver: the response goes to the client under the call's watchdog.
-fn deliver(
-    mut live: Live,
-    response: Response<Body>,
+fn deliver<B>(
+    live: Live,
+    response: Response<B>,
     link: &Arc<Link>,
     clock: Clock,
     cut: impl FnOnce(CancellationToken) -> CutInfo,
     conn: &ConnInfo,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     let (parts, body) = response.into_parts();
     if live.expected == Some(0) || http_body::Body::is_end_stream(&body) {
         // Nothing to stream (HEAD, 204, 304, empty): the call is over.
-        return Response::from_parts(parts, finish_now(live, body));
+        return Response::from_parts(parts, finish_now(live, body::empty()));
     }
-    let mut body = shape::body(body, link, true);
+    let kill = || current_stream_kill().unwrap_or_else(|| conn.activity.close.clone());
+    if link.shapes(true) {
+        // Held back by the profile's bandwidth: read through the shaper.
+        let shaped = shape::body(body::boxed(body), link, true);
+        return Response::from_parts(parts, read_or_track(live, shaped, clock, cut, kill));
+    }
+    Response::from_parts(parts, read_or_track(live, body, clock, cut, kill))
+}
+
+/// The response body: all there (a small response comes with its head), the call is over once
+/// hyper has it, with no watchdog; else it streams under the call's watchdog.
+fn read_or_track<B>(
+    mut live: Live,
+    mut body: B,
+    clock: Clock,
+    cut: impl FnOnce(CancellationToken) -> CutInfo,
+    // An HTTP/2 stream is reset alone; an HTTP/1.1 call's connection is closed.
+    kill: impl FnOnce() -> CancellationToken,
+) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     match read_ready(&mut body) {
-        // All there (a small response comes with its head): over once hyper has it, no watchdog.
         Ready::Whole(data) => {
             live.end.bytes_down = data.len() as u64;
-            Response::from_parts(parts, finish_now(live, body::full(data)))
+            finish_now(live, body::full(data))
         }
         Ready::Started(frames) => {
-            live.body = body;
+            live.body = body::boxed(body);
             live.replay = frames;
-            // An HTTP/2 stream is reset alone; an HTTP/1.1 call's connection is closed.
-            let kill = current_stream_kill().unwrap_or_else(|| conn.activity.close.clone());
-            Response::from_parts(parts, track(live, clock, cut(kill)))
+            track(live, clock, cut(kill()))
         }
     }
 }
