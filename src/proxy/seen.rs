@@ -92,8 +92,13 @@ impl<'h> Seen<'h> {
                 seen.marks.cors_preflight = true;
                 continue;
             } else {
-                seen.marks.hop_by_hop |= headers::is_hop_by_hop(name);
                 let text = name.as_str();
+                // The other hop-by-hop names' lengths (te 2, trailer 7, keep-alive 10,
+                // proxy-connection 16, transfer-encoding 17, proxy-authenticate 18) rule out
+                // most names before any compare.
+                if matches!(text.len(), 2 | 7 | 10 | 16 | 17 | 18) {
+                    seen.marks.hop_by_hop |= headers::is_hop_by_hop(name);
+                }
                 if text.starts_with(headers::SANDBOX_PREFIX) {
                     seen.marks.sandbox = true;
                     continue;
