@@ -246,7 +246,8 @@ impl Admitted<'_> {
     /// [`Admitted::cut_info`] with the kill switch given later (looked up only when needed).
     pub fn cut_info_later(&self) -> impl FnOnce(CancellationToken) -> CutInfo {
         let (api, url, timeout_ms) = (self.api, self.url.clone(), self.timeout_ms);
-        let grace_ms = grace_ms(self.app);
+        let grace = self.app.limits.background_grace.as_millis();
+        let grace_ms = u64::try_from(grace).unwrap_or(u64::MAX);
         move |kill| CutInfo {
             api,
             url,
@@ -257,18 +258,8 @@ impl Admitted<'_> {
     }
 
     pub fn cut_info(&self, kill: CancellationToken) -> CutInfo {
-        CutInfo {
-            api: self.api,
-            url: self.url.clone(),
-            timeout_ms: self.timeout_ms,
-            grace_ms: grace_ms(self.app),
-            kill,
-        }
+        self.cut_info_later()(kill)
     }
-}
-
-fn grace_ms(app: &AppConfig) -> u64 {
-    u64::try_from(app.limits.background_grace.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Stage 1, admit: head size, the URL (and its hint), the app and API, rules 1-5.

@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{HOST, REFERER};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -31,7 +30,7 @@ use crate::proxy::refuse::{self, Refused};
 use crate::proxy::{decode, shape, ws, ConnInfo, TunnelInfo, MAX_HEADER_BYTES};
 use crate::upstream::kept::{self, SendError};
 use crate::upstream::{classify_client_error, ConnectError, Upstream};
-use crate::web::body::{self, Body, BoxError};
+use crate::web::body::{self, Body, BoxError, IntoBody};
 use crate::web::certpage;
 
 /// The service of every request that is a call (absolute-form, or inside a tunnel).
@@ -125,7 +124,7 @@ fn respond<B>(
     conn: &ConnInfo,
 ) -> Response<Body>
 where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B: IntoBody,
     B::Error: Into<BoxError>,
 {
     // The transport's kill switch is looked up only for a response that streams (a small one
@@ -346,7 +345,7 @@ fn deliver<B>(
     conn: &ConnInfo,
 ) -> Response<Body>
 where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B: IntoBody,
     B::Error: Into<BoxError>,
 {
     let (parts, body) = response.into_parts();
@@ -357,7 +356,7 @@ where
     let kill = || current_stream_kill().unwrap_or_else(|| conn.activity.close.clone());
     if link.shapes(true) {
         // Held back by the profile's bandwidth: read through the shaper.
-        let shaped = shape::body(body::boxed(body), link, true);
+        let shaped = shape::body(body.into_body(), link, true);
         return Response::from_parts(parts, read_or_track(live, shaped, clock, cut, kill));
     }
     Response::from_parts(parts, read_or_track(live, body, clock, cut, kill))
@@ -374,7 +373,7 @@ fn read_or_track<B>(
     kill: impl FnOnce() -> CancellationToken,
 ) -> Body
 where
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B: IntoBody,
     B::Error: Into<BoxError>,
 {
     match read_ready(&mut body) {
@@ -383,7 +382,7 @@ where
             finish_now(live, body::full(data))
         }
         Ready::Started(frames) => {
-            live.body = body::boxed(body);
+            live.body = body.into_body();
             live.replay = frames;
             track(live, clock, cut(kill()))
         }

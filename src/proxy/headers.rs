@@ -163,6 +163,8 @@ pub fn get_str<K: header::AsHeaderName>(headers: &HeaderMap, name: K) -> Option<
 }
 
 /// Is this request a WebSocket handshake (`Upgrade: websocket` with `Connection: upgrade`)?
+/// The lookups' form, the oracle `Seen::websocket` (one pass, in admit) is tested against.
+#[cfg(test)]
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let upgrade =
         get_str(headers, header::UPGRADE).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));

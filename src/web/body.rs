@@ -27,3 +27,20 @@ where
 {
     body.map_err(Into::into).boxed_unsync()
 }
+
+/// A body as a [`Body`], boxed once: a `Body` already is one, hyper's own is boxed.
+pub trait IntoBody: http_body::Body<Data = Bytes> + Send + Unpin + 'static {
+    fn into_body(self) -> Body;
+}
+
+impl IntoBody for Body {
+    fn into_body(self) -> Body {
+        self
+    }
+}
+
+impl IntoBody for hyper::body::Incoming {
+    fn into_body(self) -> Body {
+        boxed(self)
+    }
+}
