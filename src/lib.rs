@@ -12,7 +12,8 @@
 //!   refusal style, and what a refusal looks like.
 //! - [`tls`]: the local CA and leaf cache (client side), the upstream TLS client and its audit.
 //! - [`proxy`]: the I/O: accept loop and connection deadlines (`conn`), CONNECT (`connect`),
-//!   interception (`mitm`), a call's stages (`admit` → `forward` → `call`'s watchdog), refusals
+//!   interception (`mitm`), a call's stages (`admit`, with `seen`'s one pass over the request
+//!   head, → `forward` → `call`'s watchdog), refusals
 //!   (`refuse`), WebSocket (`ws`, `wsframes`), TCP tunnels (`tunnel`), network shaping
 //!   (`shape`), response decoding (`decode`), header hygiene (`headers`), peeked bytes
 //!   (`rewind`).
