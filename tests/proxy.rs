@@ -160,6 +160,114 @@ async fn wss_echo_keeps_order_types_and_close_code() {
     );
 }
 
+/// A client may send its first bytes in the same write as its CONNECT (hyper then reads them
+/// with the CONNECT's head): they are the tunnel's first bytes all the same, a TLS ClientHello
+/// is answered and the call inside goes through.
+#[tokio::test]
+async fn a_client_hello_sent_with_the_connect_starts_the_tunnel() {
+    let (proxy, _backend, _ca) = setup(None).await;
+    let name = rustls::pki_types::ServerName::try_from(API_HOST).unwrap();
+    let mut tls =
+        rustls::ClientConnection::new(tls_client(&proxy.ca_pem, &[b"http/1.1"]), name).unwrap();
+    let mut first =
+        format!("CONNECT {API_HOST}:443 HTTP/1.1\r\nHost: {API_HOST}:443\r\n\r\n").into_bytes();
+    let connect_len = first.len();
+    tls.write_tls(&mut first).unwrap();
+    assert!(first.len() > connect_len, "a ClientHello follows the head");
+    let mut s = TcpStream::connect(proxy.running.proxy_addr).await.unwrap();
+    s.write_all(&first).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    use std::io::{Read, Write};
+    tls.writer()
+        .write_all(
+            format!("GET /bytes/3000 HTTP/1.1\r\nHost: {API_HOST}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    // Drive the handshake and the call by hand (bounded: 200 reads, WAIT each).
+    let (mut plain, mut buf) = (Vec::new(), vec![0u8; 16 * 1024]);
+    for _ in 0..200 {
+        while tls.wants_write() {
+            let mut out = Vec::new();
+            tls.write_tls(&mut out).unwrap();
+            s.write_all(&out).await.unwrap();
+        }
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        tls.read_tls(&mut &buf[..n]).unwrap();
+        tls.process_new_packets().unwrap();
+        let mut chunk = Vec::new();
+        match tls.reader().read_to_end(&mut chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+        plain.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8_lossy(&plain);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = &plain[plain.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    assert_eq!(body.len(), 3000);
+    assert!(body.iter().enumerate().all(|(i, b)| *b == pattern(i)));
+}
+
+/// The same for a plain TCP tunnel: bytes sent with the CONNECT reach the server first, once.
+#[tokio::test]
+async fn bytes_sent_with_a_tcp_connect_reach_the_server_once() {
+    init_crypto();
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = echo.accept().await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+    let ca = TestCa::new("unused");
+    let dir = tempfile::tempdir().unwrap();
+    let trust = ca.write(dir.path());
+    let apps =
+        format!("apps:\n  - appid: {APPID}\n    domains:\n      tcp: [tcp.example.com:7000]\n");
+    let yaml = base_yaml(
+        dir.path(),
+        &trust,
+        &[("tcp.example.com", format!("127.0.0.1:{echo_port}"))],
+        &apps,
+    );
+    let proxy = start_proxy_yaml(yaml, dir, &ca).await;
+    let mut s = TcpStream::connect(proxy.running.proxy_addr).await.unwrap();
+    s.write_all(
+        b"CONNECT tcp.example.com:7000 HTTP/1.1\r\nHost: tcp.example.com:7000\r\n\r\nearly bytes|",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s.write_all(b"later").await.unwrap();
+    let want = b"early bytes|later";
+    let mut got = vec![0u8; want.len()];
+    tokio::time::timeout(WAIT, s.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, want);
+    // Nothing more comes back: the early bytes were sent once.
+    let mut more = [0u8; 1];
+    let extra = tokio::time::timeout(Duration::from_millis(300), s.read(&mut more)).await;
+    assert!(extra.is_err(), "an extra byte came back: {extra:?}");
+}
+
 #[tokio::test]
 async fn raw_tcp_tunnel_relays_bytes() {
     init_crypto();

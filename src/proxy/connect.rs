@@ -10,6 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tracing::{debug, Instrument};
 
 use crate::config::AppConfig;
@@ -86,9 +87,21 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
             if let Err(e) = conn.shared.leaves.server_config(&tunnel.host) {
                 debug!(error = %e, "could not mint a leaf ahead of the handshake");
             }
-            match on_upgrade.await {
-                Ok(upgraded) => serve_tunnel(TokioIo::new(upgraded), conn, tunnel, kept).await,
-                Err(e) => debug!(error = %e, "CONNECT upgrade failed"),
+            // The client's own socket back from hyper (with what hyper read past the CONNECT):
+            // every read and write of the tunnel then goes to it directly, not through the
+            // upgrade's boxed stream and its rewinding reader.
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => {
+                    debug!(error = %e, "CONNECT upgrade failed");
+                    return;
+                }
+            };
+            match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    serve_tunnel(parts.io.into_inner(), parts.read_buf, conn, tunnel, kept).await;
+                }
+                Err(_) => tracing::error!("CONNECT upgrade is not the accepted TCP stream"),
             }
         }
         .instrument(span),
@@ -196,12 +209,19 @@ fn refuse_connect(shared: &Shared, meta: CallMeta, refusal: &Refusal) -> Respons
     response
 }
 
+/// Serve a tunnel: its first bytes (what hyper read past the CONNECT, else one read) say TLS
+/// (intercepted) or not (relayed as TCP), and are replayed to whichever reads it.
 async fn serve_tunnel(
-    mut io: TokioIo<hyper::upgrade::Upgraded>,
+    mut io: TcpStream,
+    read_past: Bytes,
     conn: Arc<ConnInfo>,
     tunnel: TunnelInfo,
     kept: Kept,
 ) {
+    if !read_past.is_empty() {
+        let is_tls = read_past.first() == Some(&TLS_HANDSHAKE);
+        return serve_rewound(Rewind::new(read_past, io), is_tls, conn, tunnel, kept).await;
+    }
     let mut first = vec![0u8; 4096];
     let n = match tokio::time::timeout(PEEK_TIMEOUT, io.read(&mut first)).await {
         Ok(Ok(0)) => return,
@@ -214,7 +234,23 @@ async fn serve_tunnel(
     };
     first.truncate(n);
     let is_tls = first.first() == Some(&TLS_HANDSHAKE);
-    let io = Rewind::new(Bytes::from(first), io);
+    serve_rewound(
+        Rewind::new(Bytes::from(first), io),
+        is_tls,
+        conn,
+        tunnel,
+        kept,
+    )
+    .await;
+}
+
+async fn serve_rewound(
+    io: Rewind<TcpStream>,
+    is_tls: bool,
+    conn: Arc<ConnInfo>,
+    tunnel: TunnelInfo,
+    kept: Kept,
+) {
     if is_tls {
         mitm::serve(io, conn, tunnel, kept).await;
     } else {
