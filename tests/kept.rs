@@ -237,6 +237,100 @@ async fn a_running_apps_tunnel_opens_its_upstream_connection_ahead_of_its_first_
     assert_eq!(backend.count(), 3);
 }
 
+/// An HTTP/2 client inside a tunnel whose CONNECT carries `connect_headers`.
+async fn h2_tunnel_with(
+    proxy: &TestProxy,
+    connect_headers: &str,
+) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let authority = format!("{API_HOST}:443");
+    let (tcp, head) = connect_tunnel(proxy.running.proxy_addr, &authority, connect_headers).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let tls = tokio_rustls::TlsConnector::from(tls_client(&proxy.ca_pem, &[b"h2"]))
+        .connect(API_HOST.try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// GET `path` over an HTTP/2 client: the status and the body.
+async fn get_h2(
+    sender: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> (u16, String) {
+    let req = Request::get(format!("https://{API_HOST}{path}"))
+        .body(Empty::new())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// An HTTP/2 client's tunnel (a phone's, most often) uses the connection opened ahead at its
+/// CONNECT too: its calls go over it while it is free, and the calls that overlap a busy one go
+/// through the shared pool, without closing it.
+#[tokio::test]
+async fn an_http2_clients_tunnel_uses_the_connection_opened_ahead() {
+    let w = world().await;
+    let (proxy, backend) = (&w.proxy, &w.first);
+    let auth = proxy_auth_header(APPID);
+    // The app's first call makes it run on this client.
+    let mut first = tunnel_with(proxy, &auth).await;
+    assert_eq!(get(&mut first, "/first").await.0, 200);
+    assert_eq!(backend.connection_count(), 1);
+
+    let mut calls = h2_tunnel_with(proxy, &auth).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            backend.connection_count() == 2
+        })
+        .await,
+        "opened ahead of the first request"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            get_h2(&mut calls, &format!("/h2-ahead/{i}")).await,
+            (200, "ok".to_owned())
+        );
+    }
+    assert_eq!(
+        backend.connection_count(),
+        2,
+        "the HTTP/2 client's calls went over the connection opened ahead"
+    );
+
+    // Overlapping calls: one holds the kept connection, the others go through the pool.
+    let overlapping = (0..4).map(|i| {
+        let mut sender = calls.clone();
+        async move { get_h2(&mut sender, &format!("/slow/{}", 200 + i)).await }
+    });
+    let answers = futures_util::future::join_all(overlapping).await;
+    assert!(
+        answers.iter().all(|a| *a == (200, "slow ok".to_owned())),
+        "{answers:?}"
+    );
+    let after_overlap = backend.connection_count();
+    assert!(
+        after_overlap > 2,
+        "the overlapping calls were not queued behind one: {after_overlap}"
+    );
+    // The kept connection was not closed by a call that found it busy: the next calls reuse
+    // connections that are open, none is made for them.
+    for i in 0..3 {
+        assert_eq!(get_h2(&mut calls, &format!("/after/{i}")).await.0, 200);
+    }
+    assert_eq!(backend.connection_count(), after_overlap);
+}
+
 /// A connection opened ahead that fails (here: the server's certificate is not trusted) fails
 /// the first call as its own attempt would have, and is not tried a second time.
 #[tokio::test]

@@ -27,7 +27,7 @@ use crate::proxy::call::{
 use crate::proxy::conn::{current_stream_kill, ActivityGuard};
 use crate::proxy::headers::{self, head_size};
 use crate::proxy::refuse::{self, Refused};
-use crate::proxy::{decode, shape, ws, ConnInfo, TunnelInfo, MAX_HEADER_BYTES};
+use crate::proxy::{decode, shape, ws, ConnInfo, MAX_HEADER_BYTES};
 use crate::upstream::kept::{self, SendError};
 use crate::upstream::{classify_client_error, ConnectError, Upstream};
 use crate::web::body::{self, Body, BoxError, IntoBody};
@@ -164,7 +164,7 @@ fn upstream_uri(
     conn: &ConnInfo,
     target: &Target<'_>,
 ) -> Result<Uri, Box<Refused>> {
-    if keeps(conn, a.version).is_some() && !a.websocket {
+    if conn.tunnel.is_some() && !a.websocket {
         return Ok(kept::origin_form(&a.head.uri));
     }
     target.upstream_uri().map_err(|_| {
@@ -260,14 +260,10 @@ async fn send_upstream(
     }
 }
 
-/// The tunnel whose kept connection carries the call: an HTTP/1.1 client's, in a tunnel.
-fn keeps(conn: &ConnInfo, version: Version) -> Option<&TunnelInfo> {
-    conn.tunnel.as_ref().filter(|_| version != Version::HTTP_2)
-}
-
-/// An HTTP/1.1 client's call in a tunnel goes over the tunnel's kept upstream connection;
-/// the others (HTTP/2 clients, plain-HTTP proxy requests, no place to keep one) through the
-/// shared pool. A failure comes classified, with its own words.
+/// A call in a tunnel goes over the tunnel's kept upstream connection (the one opened ahead at
+/// its CONNECT, at first); an HTTP/2 client's call that finds it busy, a plain-HTTP proxy
+/// request and a call with no place to keep one go through the shared pool. A failure comes
+/// classified, with its own words.
 /// (Not an `async fn`, which would keep `req` twice: see [`kept::Kept::send`].)
 #[expect(
     clippy::manual_async_fn,
@@ -281,11 +277,16 @@ fn send<'a>(
     req: Request<Body>,
 ) -> impl Future<Output = Result<Response<Incoming>, (ConnectError, String)>> + 'a {
     async move {
-        let req = match keeps(conn, version) {
+        let req = match &conn.tunnel {
             Some(tunnel) => {
+                // An HTTP/1.1 client sends one call at a time: its tunnel may open and keep a
+                // connection of its own. An HTTP/2 client's calls overlap: the pool takes those
+                // that find the kept one busy.
+                let may_open = version != Version::HTTP_2;
+                let (host, port) = (&tunnel.host, tunnel.port);
                 match conn
                     .kept
-                    .send(upstream, strict, &tunnel.host, tunnel.port, req)
+                    .send(upstream, strict, host, port, req, may_open)
                     .await
                 {
                     Err(SendError::Full(req)) => req,

@@ -39,10 +39,9 @@ where
             return;
         }
     };
-    // An HTTP/2 client's calls don't use the kept connection (they share the pool's): one
-    // opened ahead for it goes now, with its place.
+    // An HTTP/2 client's calls use the kept connection (the one opened ahead) while it is free;
+    // those that overlap go through the shared pool (`forward::send`).
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-    let kept = if h2 { Kept::default() } else { kept };
     let inner = Arc::new(ConnInfo {
         shared: conn.shared.clone(),
         client: conn.client,

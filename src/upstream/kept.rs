@@ -1,11 +1,12 @@
 //! A tunnel's own upstream connection. An intercepted HTTP/1.1 connection sends one call at a
 //! time, always to the host its CONNECT named: it keeps the upstream connection its first call
-//! opened and sends the next calls over it, with no shared pool to check out from and return
-//! to, and no task per call waiting for the connection to be idle again.
+//! opened (or the one opened ahead at its CONNECT) and sends the next calls over it, with no
+//! shared pool to check out from and return to, and no task per call waiting for the connection
+//! to be idle again. An HTTP/2 client's tunnel uses the connection opened ahead the same way while
+//! it is free; its calls that overlap go through the shared pool, and it opens no other.
 //!
 //! At most [`KEPT_MAX`] connections are kept at once (idle tunnels must not hold an upstream
-//! connection each); a tunnel beyond that, an HTTP/2 client and plain-HTTP proxy requests use
-//! the shared pools.
+//! connection each); a tunnel beyond that and plain-HTTP proxy requests use the shared pools.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,6 +73,13 @@ impl Sender {
         match self {
             Sender::Http1(s) => s.is_ready(),
             Sender::Http2(s) => s.is_ready(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
         }
     }
 }
@@ -162,10 +170,13 @@ impl std::fmt::Display for SendError {
 
 impl Kept {
     /// Send `req` (its URI in origin form, `/path?query`) to `https://host:port` over the kept
-    /// connection, or over a new one that is kept from then on.
+    /// connection (or the one being opened ahead), else over a new one that is kept from then on
+    /// when `may_open`. An HTTP/2 client's tunnel doesn't open: its calls overlap, and those that
+    /// find the kept connection busy go to the shared pool.
     ///
     /// # Errors
-    /// The connection can't be made or fails; [`SendError::Full`] gives the request back.
+    /// The connection can't be made or fails; [`SendError::Full`] gives the request back (its
+    /// URI absolute, for the shared pool): no place to keep a new connection, or not `may_open`.
     ///
     /// Not an `async fn`: that keeps its arguments twice (as given, and moved into the body),
     /// and every call moves this future through the stages above it.
@@ -180,6 +191,7 @@ impl Kept {
         host: &'a str,
         port: u16,
         req: Request<Body>,
+        may_open: bool,
     ) -> impl Future<Output = Result<Response<Incoming>, SendError>> + 'a {
         async move {
             let kept = match self.take(upstream, strict, host, port) {
@@ -195,6 +207,9 @@ impl Kept {
                 },
                 None => req,
             };
+            if !may_open {
+                return Err(SendError::Full(for_the_pool(req, host, port)));
+            }
             // Boxed: only a tunnel's first call (or one after the server closed) opens; the
             // calls on a kept connection need not carry its room through the stages above.
             Box::pin(self.send_new(upstream, strict, host, port, req)).await
@@ -211,10 +226,7 @@ impl Kept {
         req: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
         let Some(place) = Place::take(&upstream.kept) else {
-            // The shared pool dials what the URI names.
-            let mut req = req;
-            *req.uri_mut() = absolute(&authority(host, port), req.uri());
-            return Err(SendError::Full(req));
+            return Err(SendError::Full(for_the_pool(req, host, port)));
         };
         let sender = open(upstream, strict, host, port)
             .await
@@ -239,13 +251,17 @@ impl Kept {
         host: &str,
         port: u16,
     ) -> Option<KeptConn> {
-        let kept = self
-            .conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
-        let usable = kept.made_for(upstream, strict, host, port) && kept.sender.is_ready();
-        usable.then_some(kept)
+        let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = slot.take()?;
+        if !kept.made_for(upstream, strict, host, port) || kept.sender.is_closed() {
+            return None;
+        }
+        if kept.sender.is_ready() {
+            return Some(kept);
+        }
+        // Busy (an HTTP/2 client's other call, its response still streaming): it stays.
+        *slot = Some(kept);
+        None
     }
 
     /// Start opening the tunnel's connection now, before its first call (the CONNECT named a
@@ -400,6 +416,12 @@ where
             debug!(error = %e, "upstream connection ended");
         }
     });
+}
+
+/// A request given back for the shared pool, which dials what its URI names.
+fn for_the_pool(mut req: Request<Body>, host: &str, port: u16) -> Request<Body> {
+    *req.uri_mut() = absolute(&authority(host, port), req.uri());
+    req
 }
 
 /// `host:port` as a URI names it.
