@@ -32,13 +32,28 @@ async fn get(sender: &mut SendRequest<Empty<Bytes>>, path: &str) -> (u16, String
         .header("host", API_HOST)
         .body(Empty::new())
         .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+    answer(sender.send_request(req)).await
+}
+
+/// The status and body of a response, within 10 s.
+async fn answer(
+    response: impl std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>,
+) -> (u16, String) {
+    let resp = tokio::time::timeout(Duration::from_secs(10), response)
         .await
         .expect("an answer within 10 s")
         .unwrap();
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The backend has accepted `n` connections within 5 s.
+async fn connections_reach(backend: &Backend, n: usize) -> bool {
+    eventually(Duration::from_secs(5), || async {
+        backend.connection_count() == n
+    })
+    .await
 }
 
 /// A proxy whose config file is reloaded on change, with two HTTP/1.1-only backends for
@@ -208,10 +223,7 @@ async fn a_running_apps_tunnel_opens_its_upstream_connection_ahead_of_its_first_
     // The app runs: the next tunnel's connection is there before its first request.
     let mut calls = tunnel_with(proxy, &auth).await;
     assert!(
-        eventually(Duration::from_secs(5), || async {
-            backend.connection_count() == 2
-        })
-        .await,
+        connections_reach(backend, 2).await,
         "opened ahead of the first request"
     );
     assert_eq!(get(&mut calls, "/ahead").await.0, 200);
@@ -266,16 +278,10 @@ async fn get_h2(
     let req = Request::get(format!("https://{API_HOST}{path}"))
         .body(Empty::new())
         .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
-        .await
-        .expect("an answer within 10 s")
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    answer(sender.send_request(req)).await
 }
 
-/// An HTTP/2 client's tunnel (a phone's, most often) uses the connection opened ahead at its
+/// An HTTP/2 client's tunnel (a browser's, curl's) uses the connection opened ahead at its
 /// CONNECT too: its calls go over it while it is free, and the calls that overlap a busy one go
 /// through the shared pool, without closing it.
 #[tokio::test]
@@ -290,10 +296,7 @@ async fn an_http2_clients_tunnel_uses_the_connection_opened_ahead() {
 
     let mut calls = h2_tunnel_with(proxy, &auth).await;
     assert!(
-        eventually(Duration::from_secs(5), || async {
-            backend.connection_count() == 2
-        })
-        .await,
+        connections_reach(backend, 2).await,
         "opened ahead of the first request"
     );
     for i in 0..3 {

@@ -160,6 +160,37 @@ async fn wss_echo_keeps_order_types_and_close_code() {
     );
 }
 
+/// A proxy whose app may open TCP sockets to `tcp.example.com:7000`, an echo server.
+async fn tcp_echo_proxy() -> TestProxy {
+    init_crypto();
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = echo.accept().await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+    let ca = TestCa::new("unused");
+    let dir = tempfile::tempdir().unwrap();
+    let trust = ca.write(dir.path());
+    let apps =
+        format!("apps:\n  - appid: {APPID}\n    domains:\n      tcp: [tcp.example.com:7000]\n");
+    let yaml = base_yaml(
+        dir.path(),
+        &trust,
+        &[("tcp.example.com", format!("127.0.0.1:{echo_port}"))],
+        &apps,
+    );
+    let proxy = start_proxy_yaml(yaml, dir, &ca).await;
+    proxy
+}
+
 /// A client may send its first bytes in the same write as its CONNECT (hyper then reads them
 /// with the CONNECT's head): they are the tunnel's first bytes all the same, a TLS ClientHello
 /// is answered and the call inside goes through.
@@ -220,32 +251,7 @@ async fn a_client_hello_sent_with_the_connect_starts_the_tunnel() {
 /// The same for a plain TCP tunnel: bytes sent with the CONNECT reach the server first, once.
 #[tokio::test]
 async fn bytes_sent_with_a_tcp_connect_reach_the_server_once() {
-    init_crypto();
-    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo_port = echo.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let (mut s, _) = echo.accept().await.unwrap();
-        let mut buf = vec![0u8; 1024];
-        loop {
-            let n = s.read(&mut buf).await.unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            s.write_all(&buf[..n]).await.unwrap();
-        }
-    });
-    let ca = TestCa::new("unused");
-    let dir = tempfile::tempdir().unwrap();
-    let trust = ca.write(dir.path());
-    let apps =
-        format!("apps:\n  - appid: {APPID}\n    domains:\n      tcp: [tcp.example.com:7000]\n");
-    let yaml = base_yaml(
-        dir.path(),
-        &trust,
-        &[("tcp.example.com", format!("127.0.0.1:{echo_port}"))],
-        &apps,
-    );
-    let proxy = start_proxy_yaml(yaml, dir, &ca).await;
+    let proxy = tcp_echo_proxy().await;
     let mut s = TcpStream::connect(proxy.running.proxy_addr).await.unwrap();
     s.write_all(
         b"CONNECT tcp.example.com:7000 HTTP/1.1\r\nHost: tcp.example.com:7000\r\n\r\nearly bytes|",
@@ -270,32 +276,7 @@ async fn bytes_sent_with_a_tcp_connect_reach_the_server_once() {
 
 #[tokio::test]
 async fn raw_tcp_tunnel_relays_bytes() {
-    init_crypto();
-    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo_port = echo.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let (mut s, _) = echo.accept().await.unwrap();
-        let mut buf = vec![0u8; 1024];
-        loop {
-            let n = s.read(&mut buf).await.unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            s.write_all(&buf[..n]).await.unwrap();
-        }
-    });
-    let ca = TestCa::new("unused");
-    let dir = tempfile::tempdir().unwrap();
-    let trust = ca.write(dir.path());
-    let apps =
-        format!("apps:\n  - appid: {APPID}\n    domains:\n      tcp: [tcp.example.com:7000]\n");
-    let yaml = base_yaml(
-        dir.path(),
-        &trust,
-        &[("tcp.example.com", format!("127.0.0.1:{echo_port}"))],
-        &apps,
-    );
-    let proxy = start_proxy_yaml(yaml, dir, &ca).await;
+    let proxy = tcp_echo_proxy().await;
     let (mut s, head) = connect_tunnel(proxy.running.proxy_addr, "tcp.example.com:7000", "").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     for round in 0..20u8 {

@@ -87,21 +87,8 @@ pub(crate) fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Bo
             if let Err(e) = conn.shared.leaves.server_config(&tunnel.host) {
                 debug!(error = %e, "could not mint a leaf ahead of the handshake");
             }
-            // The client's own socket back from hyper (with what hyper read past the CONNECT):
-            // every read and write of the tunnel then goes to it directly, not through the
-            // upgrade's boxed stream and its rewinding reader.
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(e) => {
-                    debug!(error = %e, "CONNECT upgrade failed");
-                    return;
-                }
-            };
-            match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => {
-                    serve_tunnel(parts.io.into_inner(), parts.read_buf, conn, tunnel, kept).await;
-                }
-                Err(_) => tracing::error!("CONNECT upgrade is not the accepted TCP stream"),
+            if let Some((io, read_past)) = client_socket(on_upgrade).await {
+                serve_tunnel(io, read_past, conn, tunnel, kept).await;
             }
         }
         .instrument(span),
@@ -207,6 +194,26 @@ fn refuse_connect(shared: &Shared, meta: CallMeta, refusal: &Refusal) -> Respons
     };
     record(shared, meta, outcome_of(refusal), Some(refusal), end);
     response
+}
+
+/// The client's own socket back from hyper once the 200 is out, with what hyper read past the
+/// CONNECT: every read and write of the tunnel then goes to it directly, not through the
+/// upgrade's boxed stream and its rewinding reader.
+async fn client_socket(on_upgrade: hyper::upgrade::OnUpgrade) -> Option<(TcpStream, Bytes)> {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            debug!(error = %e, "CONNECT upgrade failed");
+            return None;
+        }
+    };
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => Some((parts.io.into_inner(), parts.read_buf)),
+        Err(_) => {
+            tracing::error!("CONNECT upgrade is not the accepted TCP stream");
+            None
+        }
+    }
 }
 
 /// Serve a tunnel: its first bytes (what hyper read past the CONNECT, else one read) say TLS
