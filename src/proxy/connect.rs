@@ -225,42 +225,36 @@ async fn serve_tunnel(
     tunnel: TunnelInfo,
     kept: Kept,
 ) {
-    if !read_past.is_empty() {
-        let is_tls = read_past.first() == Some(&TLS_HANDSHAKE);
-        return serve_rewound(Rewind::new(read_past, io), is_tls, conn, tunnel, kept).await;
-    }
-    let mut first = vec![0u8; 4096];
-    let n = match tokio::time::timeout(PEEK_TIMEOUT, io.read(&mut first)).await {
-        Ok(Ok(0)) => return,
-        Ok(Ok(n)) => n,
-        Ok(Err(e)) => {
-            debug!(error = %e, "tunnel read failed");
-            return;
+    let first = if read_past.is_empty() {
+        match first_bytes(&mut io).await {
+            Some(first) => first,
+            None => return,
         }
-        Err(_) => 0,
+    } else {
+        read_past
     };
-    first.truncate(n);
     let is_tls = first.first() == Some(&TLS_HANDSHAKE);
-    serve_rewound(
-        Rewind::new(Bytes::from(first), io),
-        is_tls,
-        conn,
-        tunnel,
-        kept,
-    )
-    .await;
-}
-
-async fn serve_rewound(
-    io: Rewind<TcpStream>,
-    is_tls: bool,
-    conn: Arc<ConnInfo>,
-    tunnel: TunnelInfo,
-    kept: Kept,
-) {
+    let io = Rewind::new(first, io);
     if is_tls {
         mitm::serve(io, conn, tunnel, kept).await;
     } else {
         tunnel::relay_tcp(io, &conn, &tunnel).await;
     }
+}
+
+/// The tunnel's first read, within [`PEEK_TIMEOUT`]: nothing when the client sent nothing by
+/// then (a protocol whose server speaks first); `None` when it closed or the read failed.
+async fn first_bytes(io: &mut TcpStream) -> Option<Bytes> {
+    let mut first = vec![0u8; 4096];
+    let n = match tokio::time::timeout(PEEK_TIMEOUT, io.read(&mut first)).await {
+        Ok(Ok(0)) => return None,
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            debug!(error = %e, "tunnel read failed");
+            return None;
+        }
+        Err(_) => 0,
+    };
+    first.truncate(n);
+    Some(Bytes::from(first))
 }
