@@ -15,8 +15,8 @@
 //!   interception (`mitm`), a call's stages (`admit`, with `seen`'s one pass over the request
 //!   head, → `forward` → `call`'s watchdog), refusals
 //!   (`refuse`), WebSocket (`ws`, `wsframes`), TCP tunnels (`tunnel`), network shaping
-//!   (`shape`), response decoding (`decode`), header hygiene (`headers`), peeked bytes
-//!   (`rewind`).
+//!   (`shape`), response decoding (`decode`), header hygiene (`headers`), a tunnel's first
+//!   bytes replayed (`rewind`), rare waits polled only once they may have fired (`quiet`).
 //! - [`upstream`]: the upstream clients and connectors (DNS, `upstream.map`, the proxy's own
 //!   sockets refused, TLS with the audit), swapped whole on reload; a tunnel's own kept
 //!   upstream connection (`kept`).
