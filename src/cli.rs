@@ -32,7 +32,7 @@ pub enum Command {
     },
     /// Audit a server's TLS as strictly as iOS does; exit 1 on failure.
     CheckCert {
-        /// https://host[:port]/
+        /// https://host/ or https://host:port/
         url: String,
         /// Extra PEM CA file to trust (repeatable).
         #[arg(long = "trust")]

@@ -6,7 +6,7 @@
 //!
 //! This module does no network I/O; it reads the config file and, for `project:`, the mini
 //! program's `project.config.json`, `project.private.config.json` and `app.json`/`game.json`.
-//! Every one of those reads is bounded ([`read_bounded`]): regular files only (a FIFO is never
+//! Every one of those reads is bounded (`read_bounded`): regular files only (a FIFO is never
 //! opened), at most [`MAX_FILE_BYTES`], and nesting deeper than [`MAX_DEPTH`] is refused before
 //! serde sees the text.
 

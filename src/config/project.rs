@@ -3,7 +3,7 @@
 //! game), under `miniprogramRoot` when the project sets one. Values written in the wxsandbox
 //! config win over these (the caller merges).
 //!
-//! Each file is read with [`read_bounded`] and pre-scanned for nesting deeper than
+//! Each file is read with `read_bounded` and pre-scanned for nesting deeper than
 //! [`MAX_DEPTH`] before serde_json sees it.
 
 use std::path::Path;

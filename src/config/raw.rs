@@ -2,9 +2,9 @@
 //! The only place that touches serde_yaml (it is archived; keep it swappable).
 //!
 //! serde_yaml gives no positions of values, so lines come from a second parser: `saphyr-parser`
-//! emits events with markers, and [`walk`] follows them with the key path of every node
+//! emits events with markers, and `walk` follows them with the key path of every node
 //! (`apps[0].domains.request[200]`). The same walk refuses nesting deeper than
-//! [`MAX_DEPTH`](super::MAX_DEPTH) before serde_yaml ever sees the text.
+//! [`super::MAX_DEPTH`] before serde_yaml ever sees the text.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -167,7 +167,7 @@ pub struct RawError {
 }
 
 /// Parse YAML text: first the event walk (syntax, and nesting at most
-/// [`MAX_DEPTH`](super::MAX_DEPTH)), then serde_yaml.
+/// [`super::MAX_DEPTH`]), then serde_yaml.
 ///
 /// # Errors
 /// Syntax errors, nesting too deep, wrong types, unknown keys.

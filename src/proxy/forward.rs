@@ -1,7 +1,7 @@
 //! One call, in named stages: **admit** (which app, which API, the URL as judged, rules 1-5)
 //! → **run** (slot, upstream, decoding, each raced against the call's clock) → **deliver**
 //! (the response under a watchdog) → **record** (once, by whoever ends the call).
-//! A refusal at any stage leaves through [`refuse::finish`].
+//! A refusal at any stage leaves through `refuse::finish`.
 //!
 //! Used for plain-HTTP proxy requests (absolute-form) and for every request inside an
 //! intercepted TLS tunnel (origin-form over HTTP/1.1, or HTTP/2).
