@@ -6,6 +6,7 @@
 # keep-alive tunnels open (<= 40 MiB added). A measurement: exit 0 whatever the figures, non-zero
 # only when it could not measure (a call failed, the proxy did not start...).
 #   scripts/memory.sh
+#   WXSANDBOX=target/pgo/wxsandbox scripts/memory.sh   # another build (scripts/pgo.sh's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Two builds: the binary exactly as shipped (an example unifies the dev-dependencies' features).
@@ -14,4 +15,4 @@ cargo build --release --locked --example memory
 # (d) holds ~3,000 descriptors in the example (client and backend sides); it raises its own
 # soft limit to the hard one, and this raises the hard one where the shell may.
 ulimit -n 65536 2>/dev/null || true
-exec target/release/examples/memory --bin target/release/wxsandbox
+exec target/release/examples/memory --bin "${WXSANDBOX:-target/release/wxsandbox}"
