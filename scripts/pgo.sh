@@ -47,16 +47,15 @@ echo "pgo: llvm-profdata: $tool"
 
 echo "pgo: 1/4 instrumented build (target/pgo-gen)"
 RUSTFLAGS="-Cprofile-generate=$raw" cargo build --release --locked --bin wxsandbox --target-dir target/pgo-gen
-# The soak's driver, uninstrumented: only the proxy's own runs go into the profile.
-cargo build --release --locked --example soak
 
 echo "pgo: 2/4 training: the soak, $minutes minute(s)"
-# Build scripts of the instrumented build wrote profiles here too: not the proxy's.
+# Build scripts of the instrumented build wrote profiles here too: not the proxy's. (The soak's
+# driver is built without instrumentation: only the proxy's own runs go into the profile.)
 rm -rf "$raw"
 mkdir -p "$raw"
-if ! target/release/examples/soak --minutes "$minutes" --bin target/pgo-gen/release/wxsandbox --out "$out/soak"; then
+if ! WXSANDBOX=target/pgo-gen/release/wxsandbox bash scripts/soak.sh "$minutes"; then
   # An instrumented proxy is slower; its profile is still the paths the calls took.
-  echo "pgo: the soak reported failures against the instrumented build (see $out/soak); its profile is used anyway"
+  echo "pgo: the soak reported failures against the instrumented build (see target/soak); its profile is used anyway"
 fi
 ls "$raw"/*.profraw >/dev/null 2>&1 || { echo "pgo: the proxy wrote no profile (did it exit on SIGTERM?)" >&2; exit 1; }
 

@@ -7,6 +7,7 @@
 #   scripts/soak.sh            # 1 minute of load (plus ~15 s prefill and ~10 s drain)
 #   scripts/soak.sh 3          # 3 minutes
 #   SOAK_PROFILE=dev scripts/soak.sh 1   # the debug build (what CI runs: no release builds)
+#   WXSANDBOX=target/pgo/wxsandbox scripts/soak.sh   # another build of the binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-1}
@@ -24,11 +25,13 @@ case "$profile" in
   *) echo "soak: SOAK_PROFILE is release or dev" >&2; exit 64 ;;
 esac
 # Two builds: the binary exactly as shipped (an example unifies the dev-dependencies' features).
-cargo build $flag --locked --bin wxsandbox
+# WXSANDBOX=path soaks another build of the binary (scripts/pgo.sh's instrumented one).
+bin=${WXSANDBOX:-$dir/wxsandbox}
+[ -n "${WXSANDBOX:-}" ] || cargo build $flag --locked --bin wxsandbox
 cargo build $flag --locked --example soak
 mkdir -p "$out"
 rc=0
-"$dir/examples/soak" --minutes "$minutes" --bin "$dir/wxsandbox" --out "$out" || rc=$?
+"$dir/examples/soak" --minutes "$minutes" --bin "$bin" --out "$out" || rc=$?
 if command -v gnuplot >/dev/null 2>&1 && [ -s "$out/soak.csv" ]; then
   gnuplot "$out/soak.gp" && echo "soak: plot $out/soak.png"
 fi
