@@ -16,14 +16,23 @@ bench=${BENCH_DIR:-../shared/bench}
 case "$bench" in /*) ;; *) bench="$PWD/$bench" ;; esac
 [ -x "$bench/peers.sh" ] || { echo "no harness at $bench (set BENCH_DIR)" >&2; exit 1; }
 cargo build --release --locked --bin wxsandbox
-only="${PEERS:-hudsucker},wxsandbox"
-adds=(--add wxsandbox 18090 '$BENCH_MITM_CA_CRT' "exec $bench/wxsandbox-start.sh $PWD/target/release/wxsandbox")
+only="${PEERS:-hudsucker}"
+adds=()
+# peer NAME PORT BINARY: one build of wxsandbox as a peer of the harness.
+peer() {
+  only="$only,$1"
+  adds+=(--add "$1" "$2" '$BENCH_MITM_CA_CRT' "exec $bench/wxsandbox-start.sh $PWD/$3")
+}
+peer wxsandbox 18090 target/release/wxsandbox
 case "${PGO:-1}" in
   0) ;;
   1 | reuse)
-    if [ "${PGO:-1}" = 1 ] || [ ! -x target/pgo/wxsandbox ]; then bash scripts/pgo.sh; fi
-    only="$only,wxsandbox-pgo"
-    adds+=(--add wxsandbox-pgo 18091 '$BENCH_MITM_CA_CRT' "exec $bench/wxsandbox-start.sh $PWD/target/pgo/wxsandbox")
+    if [ "${PGO:-1}" = 1 ] || [ ! -x target/pgo/wxsandbox ]; then
+      bash scripts/pgo.sh
+    elif [ -n "$(find src Cargo.toml Cargo.lock -newer target/pgo/wxsandbox -print -quit)" ]; then
+      echo "bench: PGO=reuse: target/pgo/wxsandbox is older than the sources; wxsandbox-pgo is not this code" >&2
+    fi
+    peer wxsandbox-pgo 18091 target/pgo/wxsandbox
     ;;
   *) echo "PGO is 1, 0 or reuse" >&2; exit 64 ;;
 esac

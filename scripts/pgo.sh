@@ -13,6 +13,7 @@
 # straight, cold ones apart, inlining where calls are frequent. ~15 minutes on 2 cores.
 #   scripts/pgo.sh                  # -> target/pgo/wxsandbox
 #   PGO_MINUTES=3 scripts/pgo.sh    # a longer training run
+# Both builds keep the caller's RUSTFLAGS, so the profile matches the code it is used on.
 # Needs llvm-profdata as new as rustc's LLVM raw format: rustup's llvm-tools component, else
 # Debian's llvm-19 or newer (installed with apt-get when missing).
 set -euo pipefail
@@ -46,7 +47,7 @@ fi
 echo "pgo: llvm-profdata: $tool"
 
 echo "pgo: 1/4 instrumented build (target/pgo-gen)"
-RUSTFLAGS="-Cprofile-generate=$raw" cargo build --release --locked --bin wxsandbox --target-dir target/pgo-gen
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$raw" cargo build --release --locked --bin wxsandbox --target-dir target/pgo-gen
 
 echo "pgo: 2/4 training: the soak, $minutes minute(s)"
 # Build scripts of the instrumented build wrote profiles here too: not the proxy's. (The soak's
@@ -63,6 +64,6 @@ echo "pgo: 3/4 merge"
 "$tool" merge -o "$out/wxsandbox.profdata" "$raw"/*.profraw
 
 echo "pgo: 4/4 the release build with the profile (target/pgo-use)"
-RUSTFLAGS="-Cprofile-use=$out/wxsandbox.profdata" cargo build --release --locked --bin wxsandbox --target-dir target/pgo-use
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$out/wxsandbox.profdata" cargo build --release --locked --bin wxsandbox --target-dir target/pgo-use
 cp target/pgo-use/release/wxsandbox "$out/wxsandbox"
 echo "pgo: $out/wxsandbox"
