@@ -93,6 +93,51 @@ async fn two_hundred_requests_on_one_keep_alive_connection() {
     assert_eq!(seen[199].path, "/n/199");
 }
 
+/// A CONNECT inside a tunnel asks the tunnel's server to open another tunnel (here to a host no
+/// list has): it is not forwarded, over HTTP/1.1 or HTTP/2. It gets a 405, the server sees
+/// nothing of it, and the same connection then carries a call as before.
+#[tokio::test]
+async fn a_connect_inside_a_tunnel_gets_405_and_reaches_no_server() {
+    let (proxy, backend, _ca) = setup(None).await;
+    let connect = || {
+        http::Request::connect("evil.example:443")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let get = |path: &str| {
+        http::Request::get(format!("https://{API_HOST}{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let tls = tls_via_tunnel(&proxy, API_HOST, "").await;
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let refused = h1.send_request(connect()).await.unwrap();
+    assert_eq!(refused.status(), 405, "HTTP/1.1");
+    let _ = refused.into_body().collect().await.unwrap();
+    let after = h1.send_request(get("/h1-after")).await.unwrap();
+    assert_eq!(after.status(), 200, "HTTP/1.1, after");
+    let mut h2 = h2_via_tunnel(&proxy, API_HOST, None).await;
+    let refused = h2.send_request(connect()).await.unwrap();
+    assert_eq!(refused.status(), 405, "HTTP/2");
+    let after = h2.send_request(get("/h2-after")).await.unwrap();
+    assert_eq!(after.status(), 200, "HTTP/2, after");
+    let seen: Vec<(String, String)> = backend
+        .seen()
+        .into_iter()
+        .map(|s| (s.method, s.path))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("GET".to_owned(), "/h1-after".to_owned()),
+            ("GET".to_owned(), "/h2-after".to_owned())
+        ]
+    );
+}
+
 async fn wss_through_proxy(proxy: &TestProxy, path: &str) -> Wss {
     open_wss(proxy, path).await.unwrap()
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +66,15 @@ impl<'c> Target<'c> {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         if let Some(tunnel) = &conn.tunnel {
+            // A CONNECT in a tunnel would ask its server for another tunnel (hyper would hand
+            // the connection over as an upgrade that nothing relays): the tunnel already goes
+            // to its host, so nothing is forwarded.
+            if req.method() == Method::CONNECT {
+                return Err(answer::status_only(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "CONNECT inside a tunnel is not forwarded: the tunnel already goes to its host",
+                ));
+            }
             return Ok(Target {
                 tls: true,
                 host: Cow::Borrowed(&tunnel.host),
