@@ -60,21 +60,22 @@ pub(crate) struct Target<'c> {
 
 impl<'c> Target<'c> {
     pub fn of(req: &Request<Incoming>, conn: &'c ConnInfo) -> Result<Self, Response<Body>> {
+        // A CONNECT reaches a call only inside a tunnel (the outer one is `connect::outer`'s):
+        // it would ask the tunnel's server for another tunnel (and hyper would hand the
+        // connection over as an upgrade that nothing relays). The tunnel already goes to its
+        // host, so nothing is forwarded.
+        if req.method() == Method::CONNECT {
+            return Err(answer::status_only(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT inside a tunnel is not forwarded: the tunnel already goes to its host",
+            ));
+        }
         let path_and_query = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         if let Some(tunnel) = &conn.tunnel {
-            // A CONNECT in a tunnel would ask its server for another tunnel (hyper would hand
-            // the connection over as an upgrade that nothing relays): the tunnel already goes
-            // to its host, so nothing is forwarded.
-            if req.method() == Method::CONNECT {
-                return Err(answer::status_only(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "CONNECT inside a tunnel is not forwarded: the tunnel already goes to its host",
-                ));
-            }
             return Ok(Target {
                 tls: true,
                 host: Cow::Borrowed(&tunnel.host),
